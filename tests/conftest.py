@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # test helpers (artifact_factory) import by name
 
 REQUIRE_SERVICES = bool(os.environ.get("PRUNEGUARD_REQUIRE_SERVICES"))
 
@@ -61,3 +64,16 @@ def promtool_bin() -> str:
         missing_service("promtool (apt-get install prometheus)")
     assert path is not None
     return path
+
+
+@pytest.fixture
+def artifact_factory(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """``artifact_factory(name=..., kind=..., seed=...) -> Path``: a real, valid artifact dir."""
+    from artifact_factory import make_artifact
+
+    counter = iter(range(10_000))
+
+    def make(**kwargs: object) -> Path:
+        return make_artifact(tmp_path / f"artifact-{next(counter)}", **kwargs)  # type: ignore[arg-type]
+
+    return make
