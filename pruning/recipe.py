@@ -1,0 +1,575 @@
+"""The pruning recipe (DESIGN §3.1): YAML validated once, at the edge, into frozen dataclasses.
+
+Every error names the key path (``target.ratio``), the value, what is allowed and the fix::
+
+    target.ratio=1.5: must be > 0 and < 1 (the fraction of channels to remove)
+
+Only ``yaml`` is imported here, so the CLI can validate a recipe without loading torch.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from registry.errors import ConfigError
+
+__all__ = [
+    "METHODS",
+    "TARGETS",
+    "Accept",
+    "DataSpec",
+    "Export",
+    "Finetune",
+    "ModelSpec",
+    "Recipe",
+    "Schedule",
+    "Target",
+    "Train",
+    "builtin_recipes",
+    "load_recipe",
+    "parse_recipe",
+]
+
+TASKS = ("classification", "embedding")
+METHODS = ("channel", "head", "layer", "unstructured", "nm")
+STRUCTURED_CRITERIA = ("l1", "l2", "gradient", "taylor", "activation", "random")
+# which criteria each method accepts (magnitude pruning ranks weights by |w|: l1 and l2 agree)
+CRITERIA: dict[str, tuple[str, ...]] = {
+    "channel": STRUCTURED_CRITERIA,
+    "head": (*STRUCTURED_CRITERIA, "magnitude", "ablation"),
+    "layer": (*STRUCTURED_CRITERIA, "magnitude", "ablation"),
+    "unstructured": ("l1", "l2", "magnitude"),
+    "nm": ("l1", "l2", "magnitude"),
+}
+DEFAULT_CRITERION = {
+    "channel": "l2",
+    "head": "taylor",
+    "layer": "taylor",
+    "unstructured": "l1",
+    "nm": "l1",
+}
+# target key -> (methods it fits, what it means)
+TARGETS: dict[str, tuple[tuple[str, ...], str]] = {
+    "ratio": (("channel",), "the fraction of channels to remove"),
+    "macs_reduction": (("channel",), "the fraction of MACs to remove"),
+    "sparsity": (("unstructured", "nm"), "the fraction of weights set to zero"),
+    "heads": (("head",), "the fraction of attention heads to remove"),
+    "layers": (("layer",), "the number of layers to remove"),
+}
+SCHEDULES = ("one-shot", "iterative")
+SCOPES = ("global", "layer")
+DATA_BUILTINS = {"classification": ("digits", "synthetic"), "embedding": ("sentences",)}
+NM_SPARSITY = 0.5  # 2:4 keeps 2 of every 4 weights
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+# --- the frozen config -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    builtin: str | None = None
+    factory: str | None = None
+    weights: Path | None = None
+    input_shape: tuple[int, ...] | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    builtin: str | None = None
+    factory: str | None = None
+    shape: tuple[int, ...] | None = None
+    classes: int | None = None
+    samples: int | None = None
+    batch_size: int = 64
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Train:
+    epochs: int = 0
+    lr: float = 1e-3
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: str  # one of TARGETS
+    value: float
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {self.kind: int(self.value) if self.kind == "layers" else self.value}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    kind: str = "one-shot"
+    steps: int = 1
+
+
+@dataclass(frozen=True)
+class Finetune:
+    epochs: int = 0
+    lr: float = 1e-3
+    distill: bool = False
+    recovery_epochs: int = 1
+
+
+@dataclass(frozen=True)
+class Accept:
+    max_accuracy_drop: float
+
+
+@dataclass(frozen=True)
+class Export:
+    opset: int = 18
+    batch_sizes: tuple[int, ...] = (1, 8)
+    latency_blocks: int = 6
+    latency_runs: int = 11
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    model: ModelSpec
+    data: DataSpec
+    method: str
+    criterion: str
+    target: Target
+    task: str = "classification"
+    train: Train | None = None
+    scope: str | None = None
+    schedule: Schedule = Schedule()
+    finetune: Finetune = Finetune()
+    accept: Accept | None = None
+    export: Export = Export()
+    round_to: int | None = None
+    seed: int = 0
+    source: str | None = None  # the file it came from (for messages and relative paths)
+    extra: Mapping[str, Any] = field(default_factory=dict)  # task-specific keys (embedding)
+
+    def with_seed(self, seed: int) -> Recipe:
+        return replace(self, seed=seed)
+
+    def pruning_section(self) -> dict[str, Any]:
+        """The manifest's ``pruning`` block: what was done, in the recipe's own words."""
+        return {
+            "method": self.method,
+            "criterion": self.criterion,
+            "target": self.target.as_dict(),
+            "scope": self.scope,
+            "round_to": self.round_to,
+            "schedule": asdict(self.schedule),
+            "finetune": asdict(self.finetune),
+            "recipe": self.name,
+            "seed": self.seed,
+        }
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+def builtin_recipes() -> list[str]:
+    """Names of the recipes shipped in ``pruning/recipes/``."""
+    folder = resources.files("pruning") / "recipes"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_recipe(arg: str | Path) -> Recipe:
+    """A recipe from a YAML path, or from a built-in name such as ``digits-cnn``."""
+    import yaml
+
+    path = Path(arg)
+    if path.is_file():
+        text, source, base = path.read_text(encoding="utf-8"), str(path), path.resolve().parent
+    elif str(arg) in builtin_recipes():
+        res = resources.files("pruning") / "recipes" / f"{arg}.yaml"
+        text, source, base = res.read_text(encoding="utf-8"), f"built-in:{arg}", None
+    else:
+        raise ConfigError(
+            f"recipe {str(arg)!r} is neither a file nor a built-in recipe; "
+            f"pass a YAML path or one of: {', '.join(builtin_recipes())}"
+        )
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        raise ConfigError(f"{source}: not valid YAML{line}; fix the syntax") from exc
+    return parse_recipe(data, source=source, base_dir=base)
+
+
+def parse_recipe(data: Any, *, source: str | None = None, base_dir: Path | None = None) -> Recipe:
+    """Validate a recipe mapping (as loaded from YAML) into a :class:`Recipe`."""
+    top = _mapping(data, "recipe")
+    _keys(top, ALLOWED_TOP, "")
+    task = _choice(top, "task", TASKS, "", default="classification")
+    method = _choice(top, "method", METHODS, "", required=True)
+    criterion = _choice(
+        top,
+        "criterion",
+        CRITERIA[method],
+        "",
+        default=DEFAULT_CRITERION[method],
+        why=f"for method {method}",
+    )
+    recipe = Recipe(
+        name=_name(top),
+        task=task,
+        model=_model(top.get("model"), base_dir),
+        data=_data(top.get("data"), task),
+        train=_train(top.get("train")),
+        method=method,
+        criterion=criterion,
+        scope=_choice(top, "scope", SCOPES, "", default=None),
+        target=_target(top.get("target"), method),
+        schedule=_schedule(top.get("schedule")),
+        finetune=_finetune(top.get("finetune")),
+        accept=_accept(top.get("accept")),
+        export=_export(top.get("export")),
+        round_to=_int(top, "round_to", "", lo=1, default=None),
+        seed=_int(top, "seed", "", lo=0, default=0),
+        source=source,
+        extra=_options(top, "", key="embedding"),
+    )
+    _cross_checks(recipe)
+    return recipe
+
+
+ALLOWED_TOP = (
+    "name", "task", "model", "data", "train", "method", "criterion", "scope", "target",
+    "schedule", "finetune", "accept", "export", "round_to", "seed", "embedding",
+)  # fmt: skip
+
+
+# --- sections --------------------------------------------------------------------------------
+
+
+def _name(top: Mapping[str, Any]) -> str:
+    name = top.get("name")
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise ConfigError(
+            f"name={name!r}: must be 1-63 characters of lowercase letters, digits, '.', '_' or '-' "
+            "(it becomes the registry model name); e.g. name: digits-cnn"
+        )
+    return name
+
+
+def _model(raw: Any, base_dir: Path | None) -> ModelSpec:
+    m = _mapping(raw, "model", example="model: {builtin: digits-cnn}")
+    _keys(m, ("builtin", "factory", "weights", "input_shape", "options"), "model")
+    _one_of(m, ("builtin", "factory"), "model")
+    if "factory" in m:
+        factory = _factory(m["factory"], "model.factory")
+        if "input_shape" not in m:
+            raise ConfigError(
+                "model.input_shape is missing: a factory model needs its input shape without the "
+                "batch axis, e.g. input_shape: [1, 8, 8]"
+            )
+        weights = _weights(m.get("weights"), base_dir)
+        shape = _shape(m["input_shape"], "model.input_shape")
+        return ModelSpec(
+            factory=factory, weights=weights, input_shape=shape, options=_options(m, "model")
+        )
+    if "weights" in m:
+        raise ConfigError(
+            "model.weights: only a factory model takes weights; built-in models build their own "
+            "(use train: to train them); remove weights or use model.factory"
+        )
+    builtin = _text(m["builtin"], "model.builtin")
+    shape = _shape(m["input_shape"], "model.input_shape") if "input_shape" in m else None
+    return ModelSpec(builtin=builtin, input_shape=shape, options=_options(m, "model"))
+
+
+def _data(raw: Any, task: str) -> DataSpec:
+    d = _mapping(raw, "data", example="data: {builtin: digits}")
+    _keys(d, ("builtin", "factory", "shape", "classes", "samples", "batch_size", "options"), "data")
+    _one_of(d, ("builtin", "factory"), "data")
+    batch = _int(d, "batch_size", "data", lo=1, default=64)
+    if "factory" in d:
+        factory = _factory(d["factory"], "data.factory")
+        return DataSpec(factory=factory, batch_size=batch, options=_options(d, "data"))
+    builtin = _choice(d, "builtin", DATA_BUILTINS[task], "data", why=f"for task {task}")
+    if builtin != "synthetic":
+        for key in ("shape", "classes", "samples"):
+            if key in d:
+                raise ConfigError(f"data.{key}: only builtin synthetic takes {key}; remove it")
+        return DataSpec(builtin=builtin, batch_size=batch, options=_options(d, "data"))
+    if "shape" not in d:
+        raise ConfigError("data.shape is missing: synthetic data needs e.g. shape: [3, 224, 224]")
+    return DataSpec(
+        builtin=builtin,
+        shape=_shape(d["shape"], "data.shape"),
+        classes=_int(d, "classes", "data", lo=2, default=10),
+        samples=_int(d, "samples", "data", lo=2, default=64),
+        batch_size=batch,
+        options=_options(d, "data"),
+    )
+
+
+def _train(raw: Any) -> Train | None:
+    if raw is None:
+        return None
+    t = _mapping(raw, "train", example="train: {epochs: 15, lr: 0.003}")
+    _keys(t, ("epochs", "lr"), "train")
+    return Train(epochs=_int(t, "epochs", "train", lo=0, default=0), lr=_lr(t, "train"))
+
+
+def _target(raw: Any, method: str) -> Target:
+    if raw is None and method == "nm":
+        return Target("sparsity", NM_SPARSITY)
+    t = _mapping(raw, "target", example="target: {ratio: 0.5}")
+    _keys(t, tuple(TARGETS), "target")
+    if len(t) != 1:
+        raise ConfigError(
+            f"target={dict(t)}: give exactly one of {', '.join(TARGETS)}; "
+            f"for method {method} use {_fitting(method)}"
+        )
+    kind, value = next(iter(t.items()))
+    methods, meaning = TARGETS[kind]
+    if method not in methods:
+        raise ConfigError(
+            f"target.{kind}: does not fit method {method} ({kind} is for {' or '.join(methods)}); "
+            f"for method {method} use target.{_fitting(method)}"
+        )
+    if kind == "layers":
+        return Target(kind, _int(t, "layers", "target", lo=1))
+    number = _number(value, f"target.{kind}")
+    if not 0 < number < 1:
+        raise ConfigError(f"target.{kind}={value}: must be > 0 and < 1 ({meaning})")
+    if method == "nm" and number != NM_SPARSITY:
+        raise ConfigError(
+            f"target.sparsity={value}: method nm is 2:4, which is exactly {NM_SPARSITY}; "
+            f"set sparsity: {NM_SPARSITY} or use method unstructured"
+        )
+    return Target(kind, number)
+
+
+def _fitting(method: str) -> str:
+    return " or ".join(k for k, (methods, _) in TARGETS.items() if method in methods)
+
+
+def _schedule(raw: Any) -> Schedule:
+    if raw is None:
+        return Schedule()
+    s = _mapping(raw, "schedule", example="schedule: {kind: iterative, steps: 4}")
+    _keys(s, ("kind", "steps"), "schedule")
+    kind = _choice(s, "kind", SCHEDULES, "schedule", default="one-shot")
+    if kind == "one-shot":
+        steps = _int(s, "steps", "schedule", lo=1, default=1)
+        if steps != 1:
+            raise ConfigError(
+                f"schedule.steps={steps}: a one-shot schedule has 1 step; "
+                "use kind: iterative for more"
+            )
+        return Schedule(kind, 1)
+    return Schedule(kind, _int(s, "steps", "schedule", lo=2, default=4))
+
+
+def _finetune(raw: Any) -> Finetune:
+    if raw is None:
+        return Finetune()
+    f = _mapping(raw, "finetune", example="finetune: {epochs: 3, lr: 0.001, distill: true}")
+    _keys(f, ("epochs", "lr", "distill", "recovery_epochs"), "finetune")
+    distill = f.get("distill", False)
+    if not isinstance(distill, bool):
+        raise ConfigError(f"finetune.distill={distill!r}: must be true or false")
+    return Finetune(
+        epochs=_int(f, "epochs", "finetune", lo=0, default=0),
+        lr=_lr(f, "finetune"),
+        distill=distill,
+        recovery_epochs=_int(f, "recovery_epochs", "finetune", lo=0, default=1),
+    )
+
+
+def _accept(raw: Any) -> Accept | None:
+    if raw is None:
+        return None
+    a = _mapping(raw, "accept", example="accept: {max_accuracy_drop: 0.01}")
+    _keys(a, ("max_accuracy_drop",), "accept")
+    if "max_accuracy_drop" not in a:
+        raise ConfigError("accept.max_accuracy_drop is missing, e.g. max_accuracy_drop: 0.01")
+    drop = _number(a["max_accuracy_drop"], "accept.max_accuracy_drop")
+    if not 0 <= drop <= 1:
+        raise ConfigError(
+            f"accept.max_accuracy_drop={drop}: must be between 0 and 1 "
+            "(a fraction: 0.01 allows one accuracy point)"
+        )
+    return Accept(drop)
+
+
+def _export(raw: Any) -> Export:
+    if raw is None:
+        return Export()
+    e = _mapping(raw, "export", example="export: {opset: 18, batch_sizes: [1, 8]}")
+    _keys(e, ("opset", "batch_sizes", "latency_blocks", "latency_runs"), "export")
+    sizes = e.get("batch_sizes", [1, 8])
+    if not isinstance(sizes, list) or not sizes or not all(_is_int(s) and s >= 1 for s in sizes):
+        raise ConfigError(
+            f"export.batch_sizes={sizes!r}: must be a non-empty list of positive integers, e.g. [1, 8]"
+        )
+    return Export(
+        opset=_int(e, "opset", "export", lo=17, hi=23, default=18),
+        batch_sizes=tuple(dict.fromkeys(sizes)),
+        latency_blocks=_int(e, "latency_blocks", "export", lo=1, default=6),
+        latency_runs=_int(e, "latency_runs", "export", lo=2, default=11),
+    )
+
+
+def _cross_checks(recipe: Recipe) -> None:
+    if recipe.round_to is not None and recipe.method != "channel":
+        raise ConfigError(
+            f"round_to={recipe.round_to}: only method channel rounds channel counts; remove it"
+        )
+    if recipe.scope is not None and recipe.method != "unstructured":
+        raise ConfigError(
+            f"scope={recipe.scope}: only method unstructured chooses global or per-layer "
+            f"thresholds (method {recipe.method} does not); remove scope"
+        )
+    if recipe.finetune.distill and recipe.finetune.epochs == 0 and recipe.schedule.steps == 1:
+        raise ConfigError(
+            "finetune.distill=true with finetune.epochs=0: nothing would be distilled; "
+            "set finetune.epochs >= 1 or distill: false"
+        )
+    if recipe.extra and recipe.task != "embedding":
+        raise ConfigError("embedding: this section is only for task: embedding; remove it")
+
+
+# --- small validators ------------------------------------------------------------------------
+
+
+def _mapping(raw: Any, path: str, *, example: str = "") -> Mapping[str, Any]:
+    if not isinstance(raw, Mapping):
+        hint = f", e.g. {example}" if example else ""
+        got = "missing" if raw is None else f"a {type(raw).__name__}"
+        raise ConfigError(f"{path}: must be a mapping, got {got}{hint}")
+    return raw
+
+
+def _keys(m: Mapping[str, Any], allowed: tuple[str, ...], path: str) -> None:
+    for key in m:
+        if key not in allowed:
+            where = f"{path}.{key}" if path else str(key)
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(
+                f"{where}: unknown key{hint}; allowed {'in ' + path if path else 'at the top level'}: "
+                f"{', '.join(allowed)}"
+            )
+
+
+def _one_of(m: Mapping[str, Any], keys: tuple[str, ...], path: str) -> None:
+    present = [k for k in keys if k in m]
+    if len(present) != 1:
+        raise ConfigError(
+            f"{path}: give exactly one of {' or '.join(keys)} (got {', '.join(present) or 'none'})"
+        )
+
+
+def _choice(
+    m: Mapping[str, Any],
+    key: str,
+    allowed: tuple[str, ...],
+    path: str,
+    *,
+    default: Any = None,
+    required: bool = False,
+    why: str = "",
+) -> Any:
+    where = f"{path}.{key}" if path else key
+    if key not in m:
+        if required:
+            raise ConfigError(f"{where} is missing: choose one of {', '.join(allowed)}")
+        return default
+    value = m[key]
+    if value not in allowed:
+        extra = f" {why}" if why else ""
+        raise ConfigError(f"{where}={value!r}: must be one of {', '.join(allowed)}{extra}")
+    return value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int(
+    m: Mapping[str, Any],
+    key: str,
+    path: str,
+    *,
+    lo: int,
+    hi: int | None = None,
+    default: Any = ...,
+) -> Any:
+    where = f"{path}.{key}" if path else key
+    if key not in m:
+        if default is ...:
+            raise ConfigError(f"{where} is missing: an integer >= {lo}")
+        return default
+    value = m[key]
+    if not _is_int(value) or value < lo or (hi is not None and value > hi):
+        bound = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
+        raise ConfigError(f"{where}={value!r}: must be an integer {bound}")
+    return value
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{where}={value!r}: must be a number")
+    return float(value)
+
+
+def _lr(m: Mapping[str, Any], path: str) -> float:
+    lr = _number(m.get("lr", 1e-3), f"{path}.lr")
+    if not 0 < lr < 1:
+        raise ConfigError(f"{path}.lr={lr}: must be > 0 and < 1, e.g. 0.001")
+    return lr
+
+
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}={value!r}: must be a non-empty string")
+    return value
+
+
+def _factory(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not FACTORY_RE.match(value):
+        raise ConfigError(
+            f"{where}={value!r}: must be 'package.module:callable', e.g. 'mypkg.models:make_model'"
+        )
+    return value
+
+
+def _shape(value: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or not value or not all(_is_int(v) and v >= 1 for v in value):
+        raise ConfigError(
+            f"{where}={value!r}: must be a list of positive integers without the batch axis, "
+            "e.g. [1, 8, 8]"
+        )
+    return tuple(value)
+
+
+def _weights(value: Any, base_dir: Path | None) -> Path | None:
+    if value is None:
+        return None
+    path = Path(_text(value, "model.weights")).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    return path
+
+
+def _options(m: Mapping[str, Any], path: str, key: str = "options") -> dict[str, Any]:
+    options = m.get(key, {})
+    if not isinstance(options, Mapping) or not all(isinstance(k, str) for k in options):
+        where = f"{path}.{key}" if path else key
+        raise ConfigError(
+            f"{where}={options!r}: must be a mapping of names to values, e.g. {{width: 32}}"
+        )
+    return dict(options)
