@@ -1,0 +1,199 @@
+"""One window of the prediction log, analysed: pairs, accuracy, agreement, drift, checks.
+
+:func:`analyse` is the part of a tick between reading (the window from the prediction log,
+the champion's manifest and ``reference.parquet``) and deciding (:mod:`agent.policy`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from agent.checks import (
+    CheckConfig,
+    accuracy_gap_check,
+    agreement_check,
+    drift_check,
+    inconclusive,
+)
+from agent.drift import DriftResult, column_drift
+from agent.features import extract, input_shape, stack_rows
+from agent.policy import CheckResult
+from agent.quality import accuracy
+from registry.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["Analysis", "Reference", "Window", "analyse", "load_reference", "unavailable"]
+
+CHECK_NAMES = ("accuracy_gap", "agreement", "drift")
+_FEATURE = re.compile(r"^f(\d+)$")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The champion's reference sample, summarised the way windows are."""
+
+    names: tuple[str, ...]
+    features: np.ndarray
+    predictions: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class Window:
+    """What a report needs beyond the numbers: summarised features and labelled rows."""
+
+    names: tuple[str, ...]
+    features: np.ndarray
+    predictions: np.ndarray
+    labelled: Mapping[str, tuple[np.ndarray, np.ndarray]]  # variant -> (predictions, labels)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    model: str
+    champion: str | None
+    shadow: str | None
+    checks: tuple[CheckResult, ...]
+    samples: Mapping[str, int] = field(default_factory=dict)
+    accuracy: Mapping[str, float | None] = field(default_factory=dict)
+    accuracy_gap: float | None = None
+    agreement: float | None = None
+    drift: DriftResult | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["checks"] = [c.to_dict() for c in self.checks]
+        out["drift"] = self.drift.to_dict() if self.drift else None
+        out["samples"], out["accuracy"] = dict(self.samples), dict(self.accuracy)
+        return out
+
+
+def unavailable(model: str, reason: str, champion: str | None = None) -> Analysis:
+    """Every check inconclusive: the data could not be read (no rollback on an outage)."""
+    checks = tuple(inconclusive(name, 0, reason) for name in CHECK_NAMES)
+    return Analysis(model, champion, None, checks, error=reason)
+
+
+def load_reference(path: Path, shape: tuple[int, ...] | None) -> Reference:
+    """Read ``reference.parquet`` (columns f0..fN, prediction) and summarise its features."""
+    import pandas as pd
+
+    frame = pd.read_parquet(path)
+    columns = sorted((c for c in frame.columns if _FEATURE.match(str(c))), key=lambda c: int(c[1:]))
+    names, features = extract(frame[columns].to_numpy(dtype=np.float32), shape)
+    predictions = frame["prediction"].to_numpy() if "prediction" in frame.columns else None
+    return Reference(tuple(names), features, predictions)
+
+
+def _version_of(tag: str | None) -> str | None:
+    return tag.split(":", 1)[1] if tag and ":" in tag else tag
+
+
+def _rows(frame: pd.DataFrame, variant: str, tag: str | None) -> pd.DataFrame:
+    version = _version_of(tag)
+    keep = (frame["variant"] == variant) & frame["version"].isin([version, tag])
+    return frame.loc[keep, ["request_id", "prediction", "features", "label"]]
+
+
+def analyse(
+    frame: pd.DataFrame,
+    *,
+    model: str,
+    champion: str,
+    shadow: str | None,
+    manifest: Mapping[str, Any],
+    reference: Reference,
+    config: CheckConfig,
+) -> tuple[Analysis, Window]:
+    """Checks on the rows ``champion`` / ``shadow`` answered in ``frame`` (read_window)."""
+    champ = _rows(frame, "champion", champion)
+    shad = _rows(frame, "shadow", shadow) if shadow else champ.iloc[0:0]
+    pairs = champ.merge(
+        shad[["request_id", "prediction"]], on="request_id", suffixes=("", "_shadow")
+    )
+    labelled = pairs[pairs["label"].notna()]
+    c_pred, s_pred = pairs["prediction"].to_numpy(), pairs["prediction_shadow"].to_numpy()
+    l_champ, l_shadow = labelled["prediction"].to_numpy(), labelled["prediction_shadow"].to_numpy()
+    labels = labelled["label"].to_numpy().astype(int)
+    metrics = manifest.get("metrics", {})
+    expected_gap = float(metrics.get("baseline_accuracy", 0.0)) - float(
+        metrics.get("accuracy", 0.0)
+    )
+    agreement_expected = metrics.get("agreement_with_baseline")
+    drift, window, drift_result = _drift(champ, manifest, reference, config)
+    checks = (
+        accuracy_gap_check(l_champ, l_shadow, labels, expected_gap=expected_gap, config=config),
+        agreement_check(
+            c_pred,
+            s_pred,
+            expected=None if agreement_expected is None else float(agreement_expected),
+            config=config,
+        ),
+        drift_result,
+    )
+    champ_labelled, shad_labelled = champ[champ["label"].notna()], shad[shad["label"].notna()]
+    window = dataclasses.replace(
+        window,
+        labelled={
+            "champion": (
+                champ_labelled["prediction"].to_numpy(),
+                champ_labelled["label"].to_numpy(),
+            ),
+            "shadow": (shad_labelled["prediction"].to_numpy(), shad_labelled["label"].to_numpy()),
+        },
+    )
+    analysis = Analysis(
+        model,
+        champion,
+        shadow,
+        checks,
+        samples={"rows": len(champ), "pairs": len(pairs), "labelled": len(labelled)},
+        accuracy={v: accuracy(*window.labelled[v]) for v in ("champion", "shadow")},
+        accuracy_gap=checks[0].statistic,
+        agreement=float(np.mean(c_pred == s_pred)) if len(pairs) else None,
+        drift=drift,
+    )
+    return analysis, window
+
+
+def _drift(
+    champ: pd.DataFrame, manifest: Mapping[str, Any], reference: Reference, config: CheckConfig
+) -> tuple[DriftResult | None, Window, CheckResult]:
+    predictions = champ["prediction"].to_numpy()
+    empty = Window(reference.names, np.zeros((0, len(reference.names))), predictions, {})
+    if len(champ) < config.min_drift_rows:
+        return None, empty, drift_check(0.0, False, len(champ), min_p=None, config=config)
+    try:
+        matrix = stack_rows(champ["features"].tolist())
+        names, features = extract(matrix, input_shape(dict(manifest)))
+    except ConfigError as exc:
+        return None, empty, inconclusive("drift", len(champ), str(exc))
+    if tuple(names) != reference.names:
+        reason = f"window columns {len(names)} differ from the reference's {len(reference.names)}"
+        return None, empty, inconclusive("drift", len(champ), reason)
+    result = column_drift(
+        reference.features,
+        features,
+        names,
+        reference_predictions=reference.predictions,
+        current_predictions=predictions,
+        alpha=config.drift_alpha,
+    )
+    check = drift_check(
+        result.share, result.detected, len(champ), min_p=result.min_p_value, config=config
+    )
+    return result, Window(tuple(names), features, predictions, {}), check
+
+
+def finite_or_nan(value: float | None) -> float:
+    return float(value) if value is not None and math.isfinite(value) else math.nan

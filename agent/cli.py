@@ -1,0 +1,236 @@
+"""``pruneguard agent``: run the monitoring loop, run one tick, write a report.
+
+Heavy modules (pandas, evidently, the registry's SQLAlchemy/BentoML parts) load inside the
+commands, so ``pruneguard agent --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from agent.loop import Agent
+
+__all__ = ["agent"]
+
+
+def _options(command: Any) -> Any:
+    decorators = [
+        click.option(
+            "--db-url",
+            envvar="PRUNEGUARD_DB_URL",
+            help="Registry / prediction log database URL [env PRUNEGUARD_DB_URL].",
+        ),
+        click.option(
+            "--home",
+            type=click.Path(path_type=Path),
+            envvar="PRUNEGUARD_HOME",
+            help="pruneguard home (reports go under it) [env PRUNEGUARD_HOME].",
+        ),
+        click.option(
+            "--window",
+            type=float,
+            default=600.0,
+            show_default=True,
+            envvar="PRUNEGUARD_AGENT_WINDOW",
+            help="Seconds of traffic each tick analyses [env PRUNEGUARD_AGENT_WINDOW].",
+        ),
+        click.option(
+            "--threshold",
+            type=int,
+            default=3,
+            show_default=True,
+            envvar="PRUNEGUARD_AGENT_THRESHOLD",
+            help="Consecutive failing ticks before a rollback [env PRUNEGUARD_AGENT_THRESHOLD].",
+        ),
+        click.option(
+            "--cooldown",
+            type=float,
+            default=600.0,
+            show_default=True,
+            envvar="PRUNEGUARD_AGENT_COOLDOWN",
+            help="Seconds after a rollback in which nothing is counted [env PRUNEGUARD_AGENT_COOLDOWN].",
+        ),
+        click.option(
+            "--min-samples",
+            type=int,
+            default=300,
+            show_default=True,
+            envvar="PRUNEGUARD_AGENT_MIN_SAMPLES",
+            help="Labelled pairs (accuracy) and pairs (agreement) a window needs to be conclusive [env PRUNEGUARD_AGENT_MIN_SAMPLES].",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        command = decorator(command)
+    return command
+
+
+def _build(
+    ctx_params: dict[str, Any],
+    *,
+    interval: float = 30.0,
+    report_every: float = 300.0,
+    report_on_rollback: bool = True,
+) -> Agent:
+    from agent.loop import Agent, AgentConfig, replace_config
+    from registry import PruneguardError, open_registry
+
+    try:
+        config = replace_config(
+            AgentConfig(),
+            interval_s=interval,
+            window_s=ctx_params["window"],
+            report_every_s=report_every,
+            report_on_rollback=report_on_rollback,
+            threshold=ctx_params["threshold"],
+            cooldown_s=ctx_params["cooldown"],
+            min_labelled_pairs=ctx_params["min_samples"],
+            min_pairs=ctx_params["min_samples"],
+        )
+        registry = open_registry(ctx_params["db_url"], home=ctx_params["home"])
+    except PruneguardError as exc:
+        raise click.ClickException(str(exc)) from exc
+    return Agent(registry, config=config)
+
+
+@click.group()
+def agent() -> None:
+    """Watch traffic, report drift and accuracy, roll back a failing champion."""
+
+
+@agent.command()
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    envvar="PRUNEGUARD_AGENT_MODELS",
+    help="Model to watch (repeat; default: every model with a champion) [env PRUNEGUARD_AGENT_MODELS].",
+)
+@click.option(
+    "--interval",
+    type=float,
+    default=30.0,
+    show_default=True,
+    envvar="PRUNEGUARD_AGENT_INTERVAL",
+    help="Seconds between ticks [env PRUNEGUARD_AGENT_INTERVAL].",
+)
+@click.option(
+    "--report-every",
+    type=float,
+    default=300.0,
+    show_default=True,
+    envvar="PRUNEGUARD_AGENT_REPORT_EVERY",
+    help="Seconds between saved Evidently reports [env PRUNEGUARD_AGENT_REPORT_EVERY].",
+)
+@click.option(
+    "--report-on-rollback/--no-report-on-rollback",
+    default=True,
+    show_default=True,
+    envvar="PRUNEGUARD_AGENT_REPORT_ON_ROLLBACK",
+    help="Write an Evidently report (seconds of work) right after each rollback [env PRUNEGUARD_AGENT_REPORT_ON_ROLLBACK].",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="PRUNEGUARD_AGENT_HOST",
+    help="Address of /metrics, /reports, /alerts [env PRUNEGUARD_AGENT_HOST].",
+)
+@click.option(
+    "--port",
+    type=int,
+    default=3001,
+    show_default=True,
+    envvar="PRUNEGUARD_AGENT_PORT",
+    help="Port of /metrics, /reports, /alerts (0: any free one) [env PRUNEGUARD_AGENT_PORT].",
+)
+@click.option(
+    "--alert-token",
+    envvar="PRUNEGUARD_AGENT_ALERT_TOKEN",
+    help="Bearer token that turns on POST /alerts [env PRUNEGUARD_AGENT_ALERT_TOKEN].",
+)
+@_options
+def run(
+    models: tuple[str, ...],
+    interval: float,
+    report_every: float,
+    report_on_rollback: bool,
+    host: str,
+    port: int,
+    alert_token: str | None,
+    **params: Any,
+) -> None:
+    """Tick every --interval seconds until SIGINT/SIGTERM; serve /metrics meanwhile."""
+    from agent.server import AgentServer
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    watcher = _build(
+        params,
+        interval=interval,
+        report_every=report_every,
+        report_on_rollback=report_on_rollback,
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        server = AgentServer(watcher, host=host, port=port, token=alert_token).start()
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot listen on {host}:{port} ({exc}); pick another --port"
+        ) from exc
+    click.echo(f"agent {watcher.actor} serving http://{host}:{server.port}/metrics", err=True)
+    try:
+        watcher.run(list(models) or None, stop)
+    finally:
+        server.stop()
+        watcher.registry.close()
+
+
+@agent.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the checks and decision as JSON.")
+@click.option(
+    "--report/--no-report", default=False, show_default=True, help="Also write an Evidently report."
+)
+@_options
+def once(name: str, as_json: bool, report: bool, **params: Any) -> None:
+    """Run one tick on NAME: checks, decision (and the rollback, if it decides one)."""
+    watcher = _build(params)
+    try:
+        result = watcher.tick(name, report=report)
+    finally:
+        watcher.registry.close()
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2, default=str))
+        return
+    for check in result.analysis.checks:
+        click.echo(f"{check.name:14} {check.outcome:13} n={check.samples:<6} {check.reason}")
+    click.echo(
+        f"decision: {result.decision.action} ({result.decision.reason}); phase {result.state.phase.value}"
+    )
+
+
+@agent.command()
+@click.argument("name")
+@_options
+def report(name: str, **params: Any) -> None:
+    """Analyse NAME's last window now and write its report; print the report's path."""
+    watcher = _build(params)
+    try:
+        result = watcher.tick(name, report=True)
+    finally:
+        watcher.registry.close()
+    if result.report is None:
+        error = result.analysis.error or "too little data in the window for a report"
+        raise click.ClickException(f"no report written for {name!r}: {error}")
+    click.echo(result.report)
+    sys.stdout.flush()
