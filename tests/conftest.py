@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # test helpers (artifact_factory) import by name
+sys.path.append(str(Path(__file__).parent))  # test helpers (artifact_factory) import by name
 
 REQUIRE_SERVICES = bool(os.environ.get("PRUNEGUARD_REQUIRE_SERVICES"))
 
