@@ -79,6 +79,7 @@ def _build(
     interval: float = 30.0,
     report_every: float = 300.0,
     report_on_rollback: bool = True,
+    shutdown_grace: float = 10.0,
 ) -> Agent:
     from agent.loop import Agent, AgentConfig, replace_config
     from registry import PruneguardError, open_registry
@@ -90,6 +91,7 @@ def _build(
             window_s=ctx_params["window"],
             report_every_s=report_every,
             report_on_rollback=report_on_rollback,
+            shutdown_grace_s=shutdown_grace,
             threshold=ctx_params["threshold"],
             cooldown_s=ctx_params["cooldown"],
             min_labelled_pairs=ctx_params["min_samples"],
@@ -138,6 +140,14 @@ def agent() -> None:
     help="Write an Evidently report (seconds of work) right after each rollback [env PRUNEGUARD_AGENT_REPORT_ON_ROLLBACK].",
 )
 @click.option(
+    "--shutdown-grace",
+    type=float,
+    default=10.0,
+    show_default=True,
+    envvar="PRUNEGUARD_AGENT_SHUTDOWN_GRACE",
+    help="Seconds shutdown waits for a report being written (then abandons it) [env PRUNEGUARD_AGENT_SHUTDOWN_GRACE].",
+)
+@click.option(
     "--host",
     default="127.0.0.1",
     show_default=True,
@@ -163,6 +173,7 @@ def run(
     interval: float,
     report_every: float,
     report_on_rollback: bool,
+    shutdown_grace: float,
     host: str,
     port: int,
     alert_token: str | None,
@@ -177,6 +188,7 @@ def run(
         interval=interval,
         report_every=report_every,
         report_on_rollback=report_on_rollback,
+        shutdown_grace=shutdown_grace,
     )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -192,6 +204,10 @@ def run(
         watcher.run(list(models) or None, stop)
     finally:
         server.stop()
+        if not watcher.close():
+            click.echo(
+                f"a report was still being written after {shutdown_grace} s; abandoned", err=True
+            )
         watcher.registry.close()
 
 
@@ -208,6 +224,7 @@ def once(name: str, as_json: bool, report: bool, **params: Any) -> None:
     try:
         result = watcher.tick(name, report=report)
     finally:
+        watcher.close()
         watcher.registry.close()
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2, default=str))
@@ -223,14 +240,17 @@ def once(name: str, as_json: bool, report: bool, **params: Any) -> None:
 @click.argument("name")
 @_options
 def report(name: str, **params: Any) -> None:
-    """Analyse NAME's last window now and write its report; print the report's path."""
+    """Analyse NAME's last window and write its report now (no decision is taken, nothing is
+    rolled back); print the report's directory."""
+    from registry import PruneguardError
+
     watcher = _build(params)
     try:
-        result = watcher.tick(name, report=True)
+        path = watcher.report(name)
+    except PruneguardError as exc:
+        raise click.ClickException(f"no report written for {name!r}: {exc}") from exc
     finally:
+        watcher.close()
         watcher.registry.close()
-    if result.report is None:
-        error = result.analysis.error or "too little data in the window for a report"
-        raise click.ClickException(f"no report written for {name!r}: {error}")
-    click.echo(result.report)
+    click.echo(str(path))
     sys.stdout.flush()

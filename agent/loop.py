@@ -4,11 +4,17 @@ carries out what it decides through the registry.
 One agent acts on a model at a time: each tick renews a lease in the registry database
 (``Registry.try_lock``); an agent without the lease analyses but does not act. A database
 outage makes every check inconclusive, which the policy never counts as a failure.
+
+Evidently reports are written by a :class:`~agent.report_worker.ReportWorker` in the
+background, so a due report never holds up a tick or shutdown; ``tick(report=True)`` and
+:meth:`Agent.report` write one synchronously.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import functools
 import logging
 import math
 import os
@@ -22,16 +28,20 @@ from typing import TYPE_CHECKING, Any
 
 from agent import analysis as an
 from agent.checks import CheckConfig
-from agent.metrics import AgentMetrics
+from agent.metrics import GUARDS, AgentMetrics
 from agent.policy import (
     Decision,
     PolicyConfig,
     PolicyState,
     after_rollback,
     decide,
+    guard_history,
+    guard_target,
     observe_champion,
     request_rollback,
+    verdict,
 )
+from agent.report_worker import ReportWorker
 from registry.errors import ArtifactError, ConfigError, Conflict, NotFound, Unavailable
 
 if TYPE_CHECKING:
@@ -55,6 +65,7 @@ class AgentConfig:
     report_every_s: float = 300.0  # 0: every tick; math.inf: only on demand (and on rollback)
     report_on_rollback: bool = True
     report_keep: int = 50
+    shutdown_grace_s: float = 10.0  # how long close() waits for a running report
     checks: CheckConfig = field(default_factory=CheckConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
 
@@ -66,6 +77,8 @@ class AgentConfig:
             )
         if self.max_rows < 1:
             raise ConfigError(f"max_rows is {self.max_rows}; it must be >= 1")
+        if self.shutdown_grace_s < 0:
+            raise ConfigError(f"shutdown_grace_s is {self.shutdown_grace_s}; it must be >= 0")
 
     @property
     def lease_s(self) -> float:
@@ -80,8 +93,9 @@ class TickResult:
     decision: Decision
     state: PolicyState
     rollback: dict[str, Any] | None = None
-    report: str | None = None
+    report: str | None = None  # the report's directory (being written when "queued")
     lease: bool | None = True  # None: the database was unavailable
+    report_status: str | None = None  # written | queued | skipped | failed; None: not due
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -93,6 +107,7 @@ class TickResult:
             "decision": self.decision.to_dict(),
             "rollback": self.rollback,
             "report": self.report,
+            "report_status": self.report_status,
             **{k: v for k, v in self.analysis.to_dict().items() if k != "model"},
         }
 
@@ -109,6 +124,7 @@ class Agent:
         home: Path | None = None,
         actor: str | None = None,
         clock: Callable[[], float] = time.time,
+        reports: ReportWorker | None = None,
     ) -> None:
         self.registry = registry
         self.config = config or AgentConfig()
@@ -120,11 +136,13 @@ class Agent:
         self._lock = threading.Lock()  # ticks and alert requests act one at a time
         self._references: dict[str, an.Reference] = {}
         self._last_report: dict[str, float] = {}
+        self.reports = reports or ReportWorker(on_result=self._count_report)
 
     # --- one tick -------------------------------------------------------------------------
     def tick(self, model: str, *, report: bool | None = None) -> TickResult:
-        """Analyse ``model``'s last window, decide, act. ``report``: force (True) or skip
-        (False) the Evidently report; None writes one when ``report_every_s`` has passed."""
+        """Analyse ``model``'s last window, decide, act. ``report``: write the Evidently report
+        now, synchronously (True), or not (False); None queues one for the background worker
+        when ``report_every_s`` has passed or after a rollback."""
         with self._lock:
             now = self.clock()
             self.metrics.declare(model)
@@ -142,11 +160,14 @@ class Agent:
             state, decision = decide(state, result.checks, now, self.config.policy)
             rollback = None
             if decision.action == "rollback":
-                state, rollback = self._roll_back(model, state, decision, result, now)
+                state, decision, rollback = self._carry_out(model, state, decision, result, now)
+            self._count_hold(model, decision)
             self.states[model] = state
             self._export(model, result, state, now)
-            path = self._maybe_report(model, result, window, decision, now, report, rollback)
-            return TickResult(model, now, result, decision, state, rollback, path, lease)
+            path, status = self._maybe_report(
+                model, result, window, decision, now, report, rollback
+            )
+            return TickResult(model, now, result, decision, state, rollback, path, lease, status)
 
     def _state(self, model: str) -> PolicyState:
         return self.states.get(model, PolicyState())
@@ -160,22 +181,25 @@ class Agent:
             return None
 
     def _analyse(self, model: str, now: float) -> tuple[an.Analysis, an.Window | None]:
-        from registry.predictions import read_window
-
         try:
-            champion = self.registry.resolve(model, "champion")
-            shadow = self.registry.aliases(model).get("shadow")
-            manifest = self.registry.get(champion).manifest
-            reference = self._reference(champion, manifest)
-            frame = read_window(
-                self.registry.engine,
-                model,
-                since_ts=now - self.config.window_s,
-                limit=2 * self.config.max_rows,
-            )
+            return self._read_and_analyse(model, now)
         except (Unavailable, NotFound, ArtifactError) as exc:
             log.warning("window of %s: %s", model, exc)
             return an.unavailable(model, str(exc)), None
+
+    def _read_and_analyse(self, model: str, now: float) -> tuple[an.Analysis, an.Window]:
+        from registry.predictions import read_window
+
+        champion = self.registry.resolve(model, "champion")
+        shadow = self.registry.aliases(model).get("shadow")
+        manifest = self.registry.get(champion).manifest
+        reference = self._reference(champion, manifest)
+        frame = read_window(
+            self.registry.engine,
+            model,
+            since_ts=now - self.config.window_s,
+            limit=2 * self.config.max_rows,
+        )
         return an.analyse(
             frame,
             model=model,
@@ -195,6 +219,55 @@ class Agent:
         return self._references[champion]
 
     # --- acting ---------------------------------------------------------------------------
+    def _carry_out(
+        self,
+        model: str,
+        state: PolicyState,
+        decision: Decision,
+        result: an.Analysis,
+        now: float,
+    ) -> tuple[PolicyState, Decision, dict[str, Any] | None]:
+        """Look the rollback target up, hold a ping-pong one (no event), else roll back."""
+        try:
+            target, left_at, rolled_back_at = self._rollback_plan(model, result.champion)
+        except (Unavailable, NotFound) as exc:
+            log.error("rollback of %s failed: %s", model, exc)
+            outcome = {"trigger": decision.trigger, "from": result.champion}
+            outcome.update(result="failed", error=str(exc))
+            return after_rollback(state, now, "failed", self.config.policy), decision, outcome
+        policy = self.config.policy
+        state, decision = guard_history(state, decision, rolled_back_at, now, policy)
+        state, decision = guard_target(state, decision, target, left_at, now, policy)
+        if decision.action == "hold":
+            log.warning("rollback of %s held: %s", model, decision.reason)
+            return state, decision, None
+        state, outcome = self._roll_back(model, state, decision, result, now)
+        return state, decision, outcome
+
+    def _rollback_plan(
+        self, model: str, champion: str | None
+    ) -> tuple[str | None, dict[str, float], list[float]]:
+        """From the event history: the version a rollback from ``champion`` goes to (the
+        registry's own rule), when an agent last rolled back away from each version, and
+        when agents rolled back at all."""
+        from registry.history import previous_champion
+
+        events = self.registry.history(model)
+        target = previous_champion(events, champion) if champion is not None else None
+        automatic = [
+            e
+            for e in events
+            if e.action == "rollback"
+            and e.alias == "champion"
+            and e.actor.startswith("agent:")  # any agent: the lease moves between them
+        ]
+        left_at = {e.from_version: _unix(e.ts) for e in automatic if e.from_version is not None}
+        return target, left_at, [_unix(e.ts) for e in automatic]
+
+    def _count_hold(self, model: str, decision: Decision) -> None:
+        if decision.action == "hold" and decision.guard in GUARDS:
+            self.metrics.held.labels(model=model, guard=decision.guard).inc()
+
     def _roll_back(
         self,
         model: str,
@@ -218,6 +291,7 @@ class Agent:
                 model,
                 actor=self.actor,
                 reason=f"pruneguard agent: {decision.reason}",
+                to=decision.target,  # the target guard_target checked; None: the registry's
                 evidence=evidence,
                 expected=result.champion,
             )
@@ -253,7 +327,8 @@ class Agent:
             rollback = None
             if decision.action == "rollback":
                 alert = an.Analysis(model, champion, None, (), error=None)
-                state, rollback = self._roll_back(model, state, decision, alert, now)
+                state, decision, rollback = self._carry_out(model, state, decision, alert, now)
+            self._count_hold(model, decision)
             self.states[model] = state
             self.metrics.set_phase(model, state.phase)
             return {"model": model, **decision.to_dict(), "rollback": rollback}
@@ -283,31 +358,77 @@ class Agent:
         now: float,
         force: bool | None,
         rollback: dict[str, Any] | None,
-    ) -> str | None:
+    ) -> tuple[str | None, str | None]:
+        """(report directory, status) — or (None, None) when no report is due."""
         every = self.config.report_every_s
         due = math.isfinite(every) and now - self._last_report.get(model, -math.inf) >= every
         on_rollback = rollback is not None and self.config.report_on_rollback
         if window is None or force is False or not (force or due or on_rollback):
-            return None
+            return None, None
+        reference = self._references.get(result.champion or "")
+        job = functools.partial(
+            self._write_report, result, window, reference, decision, now, rollback
+        )
+        if force:
+            self._last_report[model] = now
+            try:
+                path = job()
+            except Exception:  # a report is a by-product: it must never stop a tick
+                log.exception("report for %s not written", model)
+                self._count_report(model, "failed")
+                return None, "failed"
+            self._count_report(model, "written")
+            return str(path), "written"
+        if not self.reports.submit(model, job):
+            log.info("report for %s skipped: one is still being written", model)
+            return None, "skipped"
+        self._last_report[model] = now  # a skipped request is asked again next tick
+        from agent.reports import report_dir
+
+        return str(report_dir(self.home, model, now)), "queued"
+
+    def _write_report(
+        self,
+        result: an.Analysis,
+        window: an.Window,
+        reference: an.Reference | None,
+        decision: Decision,
+        now: float,
+        rollback: dict[str, Any] | None,
+    ) -> Path:
         from agent.reports import write_report
 
-        self._last_report[model] = now
-        reference = self._references.get(result.champion or "")
+        keep = self.config.report_keep
+        return write_report(
+            self.home, result, window, reference, decision, now=now, rollback=rollback, keep=keep
+        )
+
+    def _count_report(self, model: str, result: str) -> None:
+        self.metrics.reports.labels(model=model, result=result).inc()
+
+    def report(self, model: str) -> Path:
+        """Analyse ``model``'s last window and write its report now (synchronously). Takes no
+        decision and changes no state; raises the registry's error (``NotFound``,
+        ``Unavailable``, ``ArtifactError``) when the window cannot be read."""
+        with self._lock:
+            now = self.clock()
+            self.metrics.declare(model)
+            result, window = self._read_and_analyse(model, now)
+            reference = self._references.get(result.champion or "")
+        outcome, _ = verdict(result.checks, self.config.policy.gate_order)
+        decision = Decision("none", "report on demand: no decision taken", outcome)
         try:
-            path = write_report(
-                self.home,
-                result,
-                window,
-                reference,
-                decision,
-                now=now,
-                rollback=rollback,
-                keep=self.config.report_keep,
-            )
-        except Exception:  # a report is a by-product: it must never stop a tick
-            log.exception("report for %s not written", model)
-            return None
-        return str(path)
+            path = self._write_report(result, window, reference, decision, now, None)
+        except Exception:
+            self._count_report(model, "failed")
+            raise
+        self._count_report(model, "written")
+        return path
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Stop the report worker: queued reports are dropped, a running one gets ``timeout``
+        seconds (``shutdown_grace_s`` by default). True when nothing is left running."""
+        return self.reports.close(self.config.shutdown_grace_s if timeout is None else timeout)
 
     # --- the loop -------------------------------------------------------------------------
     def models(self) -> list[str]:
@@ -354,6 +475,11 @@ class Agent:
                 self.registry.release_lock(f"agent:{model}", self.actor)
             except Unavailable as exc:
                 log.warning("lease of %s not released (it expires by itself): %s", model, exc)
+
+
+def _unix(iso: str) -> float:
+    when = dt.datetime.fromisoformat(iso)
+    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
 
 
 def replace_config(config: AgentConfig, **changes: Any) -> AgentConfig:

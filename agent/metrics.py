@@ -1,7 +1,8 @@
 """The agent's Prometheus metrics (DESIGN §3.6), on a registry of their own.
 
 Labels are bounded: ``model`` on every family, plus ``variant`` (champion|shadow), ``kind``
-(:data:`SAMPLE_KINDS`) and ``trigger`` (:data:`TRIGGERS`). ``pruneguard_agent_analysis_status``
+(:data:`SAMPLE_KINDS`), ``trigger`` (:data:`TRIGGERS`), ``result`` (:data:`REPORT_RESULTS`) and
+``guard`` (:data:`GUARDS`). ``pruneguard_agent_analysis_status``
 is the phase number of :data:`agent.policy.PHASE_CODES` (0 idle, 1 healthy, 2 failing,
 3 rolling_back, 4 cooldown). Values that a window cannot tell (accuracy without labels) are NaN.
 """
@@ -15,11 +16,21 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 if TYPE_CHECKING:
     from agent.policy import Phase
 
-__all__ = ["METRIC_NAMES", "SAMPLE_KINDS", "TRIGGERS", "VARIANTS", "AgentMetrics"]
+__all__ = [
+    "GUARDS",
+    "METRIC_NAMES",
+    "REPORT_RESULTS",
+    "SAMPLE_KINDS",
+    "TRIGGERS",
+    "VARIANTS",
+    "AgentMetrics",
+]
 
 VARIANTS = ("champion", "shadow")
 SAMPLE_KINDS = ("rows", "pairs", "labelled")
 TRIGGERS = ("checks", "alert")
+REPORT_RESULTS = ("written", "failed", "skipped")  # agent.report_worker.RESULTS
+GUARDS = ("flap_limit", "flap_target")  # agent.policy.Decision.guard values that are counted
 METRIC_NAMES: tuple[str, ...] = (
     "pruneguard_drift_share",
     "pruneguard_drift_detected",
@@ -31,6 +42,8 @@ METRIC_NAMES: tuple[str, ...] = (
     "pruneguard_agent_analysis_status",
     "pruneguard_rollbacks_total",
     "pruneguard_agent_last_run_timestamp_seconds",
+    "pruneguard_agent_reports_total",
+    "pruneguard_agent_rollbacks_held_total",
 )
 
 
@@ -101,10 +114,27 @@ class AgentMetrics:
             registry=r,
         )
 
+        self.reports = Counter(
+            "pruneguard_agent_reports",
+            "Evidently reports requested: written, failed, or skipped (one already outstanding)",
+            ["model", "result"],
+            registry=r,
+        )
+        self.held = Counter(
+            "pruneguard_agent_rollbacks_held",
+            "Ticks whose rollback a guard held (flap_limit, flap_target: no ping-pong)",
+            ["model", "guard"],
+            registry=r,
+        )
+
     def declare(self, model: str) -> None:
-        """Create the counter children at 0 so ``increase()`` sees the first rollback."""
+        """Create the counter children at 0 so ``increase()`` sees the first event."""
         for trigger in TRIGGERS:
             self.rollbacks.labels(model=model, trigger=trigger)
+        for result in REPORT_RESULTS:
+            self.reports.labels(model=model, result=result)
+        for guard in GUARDS:
+            self.held.labels(model=model, guard=guard)
 
     def set_phase(self, model: str, phase: Phase) -> None:
         from agent.policy import PHASE_CODES

@@ -22,7 +22,11 @@ Choices (DESIGN §3.7):
 - ``threshold`` consecutive failing ticks decide a rollback; after it, a cooldown in which
   nothing is counted (the new champion needs a fresh window), and a flap guard: at most
   ``flap_limit`` automatic rollbacks within ``flap_window_s``, after which the agent holds and
-  a person decides.
+  a person decides. :func:`decide` counts this process's rollbacks; :func:`guard_history`
+  applies the same limit to the registry's history, which survives a restart.
+- No ping-pong: :func:`guard_target` holds a rollback whose target is a version the agent
+  itself rolled back away from within ``flap_window_s`` (it was judged bad; putting it back
+  would undo that judgement). The agent holds and a person picks a version.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ __all__ = [
     "PolicyState",
     "after_rollback",
     "decide",
+    "guard_history",
+    "guard_target",
     "observe_champion",
     "request_rollback",
     "verdict",
@@ -132,14 +138,17 @@ class PolicyState:
 
 @dataclass(frozen=True)
 class Decision:
-    """``action``: ``none``, ``rollback`` (carry it out) or ``hold`` (would roll back, but the
-    flap guard or an ongoing rollback stops it)."""
+    """``action``: ``none``, ``rollback`` (carry it out) or ``hold`` (would roll back, but
+    ``guard`` stops it: ``in_progress``, ``flap_limit`` or ``flap_target``). ``target``: the
+    version a rollback goes (or would go) to, once the loop has looked it up."""
 
     action: str
     reason: str
     verdict: str = INCONCLUSIVE
     trigger: str = "checks"
     failing: tuple[str, ...] = ()
+    target: str | None = None
+    guard: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -182,7 +191,9 @@ def decide(
     outcome, decider = verdict(checks, config.gate_order)
     failing = tuple(check.name for check in checks if check.outcome == FAIL)
     if state.phase == Phase.ROLLING_BACK:
-        return state, Decision("hold", "a rollback is in progress", outcome, failing=failing)
+        return state, Decision(
+            "hold", "a rollback is in progress", outcome, failing=failing, guard="in_progress"
+        )
     if now < state.cooldown_until:
         cooled = dataclasses.replace(state, phase=Phase.COOLDOWN, streak=0, last_verdict=outcome)
         reason = f"cooldown for {state.cooldown_until - now:.0f} s more; nothing is counted"
@@ -220,7 +231,7 @@ def _roll_back_or_hold(
             "roll back by hand with `pruneguard models rollback`"
         )
         return dataclasses.replace(state, phase=Phase.FAILING), Decision(
-            "hold", reason, state.last_verdict, trigger, failing
+            "hold", reason, state.last_verdict, trigger, failing, guard="flap_limit"
         )
     rolling = dataclasses.replace(state, phase=Phase.ROLLING_BACK)
     return rolling, Decision("rollback", why, state.last_verdict, trigger, failing)
@@ -232,12 +243,64 @@ def request_rollback(
     """An outside request (an Alertmanager alert) asks for a rollback: the same cooldown,
     flap guard and in-progress rules apply as to the agent's own checks."""
     if state.phase == Phase.ROLLING_BACK:
-        return state, Decision("hold", "a rollback is in progress", trigger="alert")
+        return state, Decision(
+            "hold", "a rollback is in progress", trigger="alert", guard="in_progress"
+        )
     if now < state.cooldown_until:
         left = state.cooldown_until - now
         return state, Decision("none", f"cooldown for {left:.0f} s more", trigger="alert")
     recent = dataclasses.replace(state, rollback_times=_recent_rollbacks(state, now, config))
     return _roll_back_or_hold(recent, config, f"alert: {reason}", (), trigger="alert")
+
+
+def guard_target(
+    state: PolicyState,
+    decision: Decision,
+    target: str | None,
+    left_at: Mapping[str, float],
+    now: float,
+    config: PolicyConfig,
+) -> tuple[PolicyState, Decision]:
+    """Check a ``rollback`` decision's ``target`` against ``left_at`` (version → when the agent
+    last rolled back away from it): within ``flap_window_s`` it becomes a ``hold``."""
+    if decision.action != "rollback":
+        return state, decision
+    when = left_at.get(target) if target is not None else None
+    if when is None or now - when >= config.flap_window_s:
+        return state, dataclasses.replace(decision, target=target)
+    reason = (
+        f"{decision.reason}, but the rollback target {target} is a version the agent rolled "
+        f"back away from {max(now - when, 0.0):.0f} s ago (flap_window_s="
+        f"{config.flap_window_s:.0f}): holding; choose a version by hand with "
+        "`pruneguard models rollback NAME --to TAG`"
+    )
+    held = dataclasses.replace(
+        decision, action="hold", reason=reason, target=target, guard="flap_target"
+    )
+    return dataclasses.replace(state, phase=Phase.FAILING), held
+
+
+def guard_history(
+    state: PolicyState,
+    decision: Decision,
+    rolled_back_at: Sequence[float],
+    now: float,
+    config: PolicyConfig,
+) -> tuple[PolicyState, Decision]:
+    """The flap limit counted from the registry's history (automatic rollbacks by any agent,
+    ``rolled_back_at``) rather than this process's memory, so a restart does not reset it."""
+    if decision.action != "rollback":
+        return state, decision
+    recent = [t for t in rolled_back_at if now - t < config.flap_window_s]
+    if len(recent) < config.flap_limit:
+        return state, decision
+    reason = (
+        f"{decision.reason}, but the history shows {len(recent)} automatic rollbacks in the "
+        f"last {config.flap_window_s:.0f} s, reaching flap_limit={config.flap_limit}: holding; "
+        "roll back by hand with `pruneguard models rollback`"
+    )
+    held = dataclasses.replace(decision, action="hold", reason=reason, guard="flap_limit")
+    return dataclasses.replace(state, phase=Phase.FAILING), held
 
 
 def after_rollback(

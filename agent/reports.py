@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ __all__ = [
     "JSON_NAME",
     "latest_report",
     "model_dir",
+    "report_dir",
     "save_report",
     "write_report",
 ]
@@ -37,6 +39,7 @@ HTML_NAME = "report.html"
 JSON_NAME = "report.json"
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _STAMP = re.compile(r"^\d{8}T\d{6}\.\d{6}Z$")
+STALE_TMP_S = 3600.0  # a temporary report dir this old was left by a process that exited
 
 
 def model_dir(home: Path, model: str) -> Path:
@@ -52,6 +55,11 @@ def _stamp(now: float) -> str:
     return dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
 
 
+def report_dir(home: Path, model: str, now: float) -> Path:
+    """Where the report of the tick at ``now`` is (or will be, once written) saved."""
+    return model_dir(home, model) / _stamp(now)
+
+
 def save_report(
     home: Path,
     model: str,
@@ -63,9 +71,9 @@ def save_report(
 ) -> Path:
     """Write ``report.json`` (``data``) and the HTML files (``write_html(dir)`` must write at
     least ``report.html`` into ``dir``) atomically; return the report directory."""
-    parent = model_dir(home, model)
+    final = report_dir(home, model, now)
+    parent = final.parent
     parent.mkdir(parents=True, exist_ok=True)
-    final = parent / _stamp(now)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=parent))
     try:
         write_html(tmp)
@@ -97,6 +105,10 @@ def _reports(parent: Path) -> list[Path]:
 def _prune(parent: Path, keep: int) -> None:
     for old in _reports(parent)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
+    cutoff = time.time() - STALE_TMP_S
+    for tmp in parent.glob(".tmp-*"):
+        if tmp.is_dir() and tmp.stat().st_mtime < cutoff:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def latest_report(home: Path, model: str) -> Path | None:

@@ -20,7 +20,7 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
     return data.data.astype(np.float32), predictions
 
 
-def _drift(ref: np.ndarray, cur: np.ndarray, ref_pred: np.ndarray, cur_pred: np.ndarray):  # type: ignore[no-untyped-def]
+def _drift(ref: np.ndarray, cur: np.ndarray, ref_pred: np.ndarray, cur_pred: np.ndarray):
     names, ref_f = extract(ref, (1, 8, 8))
     _, cur_f = extract(cur, (1, 8, 8))
     return column_drift(
@@ -52,7 +52,7 @@ def test_holm_controls_the_family() -> None:
     assert holm([], 0.05).tolist() == []
 
 
-def test_false_alarm_rate_on_unshifted_windows_is_at_most_ten_percent(digits) -> None:  # type: ignore[no-untyped-def]
+def test_false_alarm_rate_on_unshifted_windows_is_at_most_ten_percent(digits) -> None:
     images, predictions = digits
     rng = np.random.default_rng(1)
     order = rng.permutation(len(images))
@@ -76,7 +76,7 @@ def test_false_alarm_rate_on_unshifted_windows_is_at_most_ten_percent(digits) ->
         lambda x, rng: np.clip(x + rng.uniform(0, 4, x.shape), 0, 16),  # noise
     ],
 )
-def test_shifted_inputs_are_detected(digits, shift) -> None:  # type: ignore[no-untyped-def]
+def test_shifted_inputs_are_detected(digits, shift) -> None:
     images, predictions = digits
     rng = np.random.default_rng(2)
     order = rng.permutation(len(images))
@@ -86,7 +86,7 @@ def test_shifted_inputs_are_detected(digits, shift) -> None:  # type: ignore[no-
     assert result.to_dict()["drifted_columns"]
 
 
-def test_p_values_are_evidentlys(digits) -> None:  # type: ignore[no-untyped-def]
+def test_p_values_are_evidentlys(digits) -> None:
     """The tick's KS p-values equal those in Evidently's DataDriftPreset(num_method="ks")."""
     import pandas as pd
 

@@ -1,8 +1,11 @@
-"""Agent.tick against a real registry (SQLite, BentoML store) and the real prediction log."""
+"""Agent.tick against a real registry (SQLite and PostgreSQL, BentoML store) and the real
+prediction log."""
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +42,10 @@ def value(agent: Agent, name: str, **labels: str) -> float:
 
 
 @pytest.fixture
-def env(pruneguard_home: Path, artifact_factory: Any) -> Env:
-    return make_env(pruneguard_home, artifact_factory)
+def env(pruneguard_home: Path, artifact_factory: Any, db_url: str | None) -> Iterator[Env]:
+    made = make_env(pruneguard_home, artifact_factory, db_url)
+    yield made
+    made.registry.close()
 
 
 def test_worse_champion_is_rolled_back_with_evidence(env: Env) -> None:
@@ -168,3 +173,62 @@ def test_shifted_inputs_are_detected_and_exported(env: Env) -> None:
     assert "c0_mean" in shifted.analysis.drift.to_dict()["drifted_columns"]
     assert value(agent, "pruneguard_drift_detected") == 1
     assert value(agent, "pruneguard_drift_share") == shifted.analysis.drift.share > 0.3
+
+
+def test_no_ping_pong_back_to_a_version_the_agent_rolled_back_from(
+    env: Env, artifact_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The agent rolled the pruned version back; a person promoted it again, then a third
+    version. When the third fails, the registry's rollback target is the pruned version
+    again: the agent holds (no event, a log line, a counter) instead of putting it back."""
+    reg, pruned = env.registry, env.champion
+    reg.rollback(MODEL, actor="agent:earlier:7", reason="accuracy fell", expected=pruned)
+    reg.promote(pruned, actor="cli:person", reason="retry it")
+    third = reg.register(artifact_factory(name=MODEL, kind="pruned", seed=3), actor="test").tag
+    reg.promote(third, actor="cli:person", reason="a new prune")
+    env.champion = third  # shadow: still the dense version
+    events = len(reg.history(MODEL))
+    write_traffic(env, 200, rng=np.random.default_rng(8), labels="shadow")
+
+    agent = Agent(reg, config=replace_config(FAST, threshold=1), actor="agent:test:2")
+    with caplog.at_level(logging.WARNING, logger="pruneguard.agent"):
+        held = agent.tick(MODEL)
+    assert held.analysis.champion == third and held.decision.verdict == "fail"
+    out = held.to_dict()["decision"]
+    assert (out["action"], out["guard"], out["target"]) == ("hold", "flap_target", pruned)
+    assert held.rollback is None and held.state.phase == Phase.FAILING
+    assert reg.resolve(MODEL, "champion") == third and len(reg.history(MODEL)) == events
+    assert any("held" in r.message and pruned in r.message for r in caplog.records)
+    assert value(agent, "pruneguard_agent_rollbacks_held_total", guard="flap_target") == 1
+    assert value(agent, "pruneguard_rollbacks_total", trigger="checks") == 0
+    assert agent.tick(MODEL).decision.guard == "flap_target"  # still held, never acted on
+
+    # Once the flap window has passed, the same rollback goes through.
+    later = Agent(
+        reg,
+        config=replace_config(FAST, threshold=1, window_s=3 * 3600.0),
+        actor="agent:test:2",
+        clock=lambda: held.ts + FAST.policy.flap_window_s + 1,
+    )
+    done = later.tick(MODEL)
+    assert done.decision.action == "rollback" and done.decision.target == pruned
+    assert done.rollback is not None and done.rollback["result"] == "done"
+    assert reg.resolve(MODEL, "champion") == pruned
+
+
+@pytest.mark.parametrize(
+    "db_url", ["sqlite"], indirect=True
+)  # the registry part runs on both above
+def test_flap_limit_counts_the_history_so_a_restart_does_not_reset_it(env: Env) -> None:
+    """Two automatic rollbacks in the last hour (by an agent that has since restarted): a new
+    agent process, with nothing in memory, holds the third."""
+    reg, pruned = env.registry, env.champion
+    for _ in range(2):
+        reg.rollback(MODEL, actor="agent:before-restart:1", reason="accuracy fell")
+        reg.promote(pruned, actor="cli:person", reason="try again")
+    write_traffic(env, 200, rng=np.random.default_rng(9), labels="shadow")
+    agent = Agent(reg, config=replace_config(FAST, threshold=1))
+    held = agent.tick(MODEL)
+    assert (held.decision.action, held.decision.guard) == ("hold", "flap_limit")
+    assert reg.resolve(MODEL, "champion") == pruned and held.rollback is None
+    assert value(agent, "pruneguard_agent_rollbacks_held_total", guard="flap_limit") == 1

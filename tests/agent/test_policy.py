@@ -18,11 +18,14 @@ from agent.policy import (
     INCONCLUSIVE,
     PASS,
     CheckResult,
+    Decision,
     Phase,
     PolicyConfig,
     PolicyState,
     after_rollback,
     decide,
+    guard_history,
+    guard_target,
     observe_champion,
     request_rollback,
     verdict,
@@ -250,3 +253,58 @@ def test_mcnemar_matches_the_classic_test_and_its_approximation() -> None:
     assert approx == pytest.approx(exact, rel=0.25)
     # with a tolerance the same counts are weaker evidence
     assert mcnemar_p_value(5, 15, 100, tolerance=0.05) > mcnemar_p_value(5, 15, 100)
+
+
+@pytest.mark.parametrize(
+    ("left_at", "target", "action", "guard"),
+    [
+        ({}, "m:a", "rollback", None),  # never rolled back away from
+        ({"m:b": 900.0}, "m:a", "rollback", None),  # another version
+        ({"m:a": 900.0}, "m:a", "hold", "flap_target"),  # 100 s ago: ping-pong
+        ({"m:a": 1000.0 - 3600.0}, "m:a", "rollback", None),  # a flap window ago
+        ({"m:a": 900.0}, None, "rollback", None),  # target unknown: the registry decides
+    ],
+)
+def test_guard_target_refuses_a_version_rolled_back_from_within_the_flap_window(
+    left_at: dict[str, float], target: str | None, action: str, guard: str | None
+) -> None:
+    rolling = PolicyState(phase=Phase.ROLLING_BACK, streak=3, champion="m:c")
+    state, decision = guard_target(
+        rolling, Decision("rollback", "3 failing ticks"), target, left_at, 1000.0, CONFIG
+    )
+    assert (decision.action, decision.guard, decision.target) == (action, guard, target)
+    assert state.phase == (Phase.FAILING if action == "hold" else Phase.ROLLING_BACK)
+    if action == "hold":
+        assert "m:a" in decision.reason and "--to" in decision.reason
+        assert state.streak == 3  # still failing: a person must choose a version
+
+
+def test_guard_target_leaves_other_decisions_alone() -> None:
+    for decision in (Decision("none", "pass"), Decision("hold", "flap", guard="flap_limit")):
+        assert (
+            guard_target(PolicyState(), decision, "m:a", {"m:a": 0.0}, 1.0, CONFIG)[1] == decision
+        )
+
+
+@pytest.mark.parametrize(
+    ("rolled_back_at", "action"),
+    [
+        ([], "rollback"),
+        ([900.0], "rollback"),  # one in the window: flap_limit is 2
+        ([100.0, 900.0], "hold"),  # two in the window (e.g. before this agent restarted)
+        ([1000.0 - 3600.0, 900.0], "rollback"),  # one of them a flap window ago
+    ],
+)
+def test_guard_history_applies_the_flap_limit_to_the_registrys_history(
+    rolled_back_at: list[float], action: str
+) -> None:
+    rolling = PolicyState(phase=Phase.ROLLING_BACK, streak=3)
+    state, decision = guard_history(
+        rolling, Decision("rollback", "3 failing ticks"), rolled_back_at, 1000.0, CONFIG
+    )
+    assert decision.action == action
+    if action == "hold":
+        assert decision.guard == "flap_limit" and state.phase == Phase.FAILING
+        assert "flap_limit=2" in decision.reason
+    else:
+        assert (state, decision) == (rolling, Decision("rollback", "3 failing ticks"))
