@@ -1,0 +1,114 @@
+"""Shadow overhead: the champion's request latency with the shadow on 100% of requests vs off.
+
+Two pruneguard servers on loopback, identical but for --shadow-sample (1.0 and 0.0), get
+closed-loop single-row /predict traffic in alternating blocks (ABAB..., same concurrency),
+so both see the same machine load. Latency is end to end, as the client sees it.
+Target (issue 5): p50 and p99 with the shadow on <= 1.10x off. Prints JSON on stdout.
+
+    .venv/bin/python bench/serve_shadow_overhead.py [--blocks 12] [--requests 200] [--concurrency 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+from serve_common import (
+    closed_loop,
+    log,
+    percentiles_ms,
+    pruneguard_server,
+    tree_cpu_s,
+    uptime,
+    workspace,
+)
+
+NAME = "serve_shadow_overhead"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--blocks", type=int, default=12, help="blocks per setting")
+    ap.add_argument("--requests", type=int, default=200, help="requests per block")
+    ap.add_argument("--concurrency", type=int, default=4)
+    args = ap.parse_args()
+    load_before = uptime()
+    with workspace() as ws:
+        servers = {
+            "shadow_on": pruneguard_server(ws, shadow_sample=1.0, name="on"),
+            "shadow_off": pruneguard_server(ws, shadow_sample=0.0, name="off"),
+        }
+        try:
+            for server in servers.values():
+                server.wait_ready()
+            for server in servers.values():  # warm-up, not measured
+                closed_loop(server.url, requests=100, concurrency=args.concurrency)
+            samples: dict[str, list] = {k: [] for k in servers}
+            blocks: dict[str, list[dict[str, float]]] = {k: [] for k in servers}
+            errors = dict.fromkeys(servers, 0)
+            cpu_ms = dict.fromkeys(servers, 0.0)
+            for block in range(args.blocks):
+                order = list(servers) if block % 2 == 0 else list(reversed(servers))
+                for name in order:
+                    cpu = tree_cpu_s(servers[name].proc.pid)
+                    load = closed_loop(
+                        servers[name].url, requests=args.requests, concurrency=args.concurrency
+                    )
+                    cpu_ms[name] += (tree_cpu_s(servers[name].proc.pid) - cpu) * 1000
+                    samples[name] += load.samples
+                    blocks[name].append(percentiles_ms(load.samples))
+                    errors[name] += load.errors
+                log(
+                    NAME,
+                    f"block {block}: "
+                    + ", ".join(f"{k} p50 {v[-1]['p50']}ms" for k, v in blocks.items()),
+                )
+        finally:
+            for server in servers.values():
+                server.stop()
+    stats = {k: percentiles_ms(v) for k, v in samples.items()}
+    ratio = {q: round(stats["shadow_on"][q] / stats["shadow_off"][q], 3) for q in ("p50", "p99")}
+    # Each block pair ran back to back: the median of their ratios cancels slow load drift.
+    paired = {
+        q: round(
+            float(
+                np.median(
+                    [
+                        on[q] / off[q]
+                        for on, off in zip(blocks["shadow_on"], blocks["shadow_off"], strict=True)
+                    ]
+                )
+            ),
+            3,
+        )
+        for q in ("p50", "p99")
+    }
+    print(
+        json.dumps(
+            {
+                "bench": NAME,
+                "requests_per_block": args.requests,
+                "blocks_per_setting": args.blocks,
+                "concurrency": args.concurrency,
+                "latency_ms": stats,
+                "ratio_on_over_off": ratio,
+                "ratio_paired_blocks_median": paired,
+                "blocks_p50_ms": {k: [b["p50"] for b in v] for k, v in blocks.items()},
+                # server CPU (all its processes) per request: load-independent evidence of the cost
+                "server_cpu_ms_per_request": {
+                    k: round(v / (args.requests * args.blocks), 3) for k, v in cpu_ms.items()
+                },
+                "errors": errors,
+                "target": "p50 and p99 ratio <= 1.10",
+                "pass": all(r <= 1.10 for r in ratio.values()) and not any(errors.values()),
+                "loadavg_before": load_before,
+                "loadavg_after": uptime(),
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

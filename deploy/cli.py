@@ -1,0 +1,154 @@
+"""``pruneguard serve NAME``: run the BentoML service for one model.
+
+The options become a :class:`deploy.config.ServeConfig`, passed to every BentoML worker
+through ``PRUNEGUARD_*`` environment variables, then this process *becomes* ``bentoml serve
+deploy.service:PruneguardService`` (exec), so signals reach BentoML directly. Nothing heavy
+is imported at module level.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+__all__ = ["build_command", "serve"]
+
+SERVICE = "deploy.service:PruneguardService"
+ROOT = Path(__file__).resolve().parent.parent  # holds the deploy/ package
+
+
+def build_command(config: object, *, host: str, port: int) -> tuple[list[str], dict[str, str]]:
+    """The argv and environment that run ``bentoml serve`` for ``config``."""
+    from deploy.config import ServeConfig
+    from registry.settings import prepare_bentoml_env, resolve_settings
+
+    assert isinstance(config, ServeConfig)
+    env = dict(os.environ)
+    env.update(config.to_env())
+    settings = resolve_settings(config.db_url or None, home=config.home)
+    env.setdefault("BENTOML_HOME", str(settings.bentoml_home))
+    env.setdefault("BENTOML_DO_NOT_TRACK", "True")
+    prepare_bentoml_env(settings.bentoml_home)
+    argv = [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        SERVICE,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--working-dir",
+        str(ROOT),
+    ]
+    return argv, env
+
+
+def _check_model(config: object) -> None:
+    """Fail fast (one line) when the registry is unreachable or lacks the model."""
+    from deploy.config import ServeConfig
+    from registry import PruneguardError, open_registry
+
+    assert isinstance(config, ServeConfig)
+    try:
+        with open_registry(config.db_url or None, home=config.home) as registry:
+            aliases = registry.aliases(config.model)
+    except PruneguardError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if "champion" not in aliases:
+        click.echo(
+            f"warning: {config.model!r} has no champion yet; the service stays not ready "
+            "(/readyz 503) until one is promoted",
+            err=True,
+        )
+
+
+@click.command()
+@click.argument("name")
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="BENTOML_HOST")
+@click.option("--port", default=3000, show_default=True, type=int, envvar="BENTOML_PORT")
+@click.option(
+    "--shadow-sample",
+    type=float,
+    default=None,
+    envvar="PRUNEGUARD_SHADOW_SAMPLE",
+    show_envvar=True,
+    help="Fraction of requests mirrored to the shadow (0..1). [default: 1.0]",
+)
+@click.option(
+    "--db-url",
+    default=None,
+    envvar="PRUNEGUARD_DB_URL",
+    show_envvar=True,
+    help="Registry/prediction-log database URL. [default: SQLite under --home]",
+)
+@click.option(
+    "--home",
+    type=click.Path(path_type=Path),
+    default=None,
+    envvar="PRUNEGUARD_HOME",
+    show_envvar=True,
+    help="pruneguard home (registry.db, BentoML store). [default: ./.pruneguard]",
+)
+@click.option(
+    "--poll-interval",
+    type=float,
+    default=None,
+    envvar="PRUNEGUARD_POLL_INTERVAL",
+    show_envvar=True,
+    help="Seconds between registry revision checks. [default: 2.0]",
+)
+@click.option(
+    "--workers",
+    type=int,
+    default=None,
+    envvar="PRUNEGUARD_SERVE_WORKERS",
+    show_envvar=True,
+    help="BentoML worker processes. [default: 1]",
+)
+@click.option(
+    "--max-batch",
+    type=int,
+    default=None,
+    envvar="PRUNEGUARD_MAX_BATCH",
+    show_envvar=True,
+    help="Most rows accepted per /predict request. [default: 64]",
+)
+@click.option(
+    "--admin-token-env",
+    default=None,
+    metavar="VAR",
+    help="Enable /admin/promote and /admin/rollback with the bearer token in $VAR.",
+)
+def serve(name: str, host: str, port: int, admin_token_env: str | None, **options: object) -> None:
+    """Serve NAME's champion, with its shadow compared off the response path."""
+    from deploy.config import ServeConfig
+    from registry.errors import ConfigError
+    from registry.settings import default_home, mask_url
+
+    values = {key: value for key, value in options.items() if value is not None}
+    rename = {"poll_interval": "poll_interval_s"}
+    values = {rename.get(key, key): value for key, value in values.items()}
+    values["home"] = Path(values.get("home") or default_home()).absolute()  # type: ignore[arg-type]
+    if admin_token_env:
+        token = os.environ.get(admin_token_env, "")
+        if not token:
+            raise click.BadParameter(
+                f"${admin_token_env} is empty or unset", param_hint="--admin-token-env"
+            )
+        values["admin_token"] = token
+    try:
+        config = ServeConfig(model=name, **values)  # type: ignore[arg-type]
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    _check_model(config)
+    argv, env = build_command(config, host=host, port=port)
+    click.echo(
+        f"serving {name} on http://{host}:{port} (registry {mask_url(config.resolved_db_url)})",
+        err=True,
+    )
+    os.execve(argv[0], argv, env)

@@ -1,0 +1,154 @@
+"""Batched, non-blocking writes to the prediction log.
+
+Serving threads call :meth:`LogWriter.put`, which never blocks: rows go on a bounded queue
+and, when it is full, are dropped and counted (``pruneguard_predlog_dropped_total
+{reason="queue_full"}``). One background thread per worker process writes them in batches
+(at most ``batch_size`` rows, at most ``flush_s`` late). A failed write drops its batch and
+counts it (``reason="error"``): serving never waits for the database. Every
+``prune_every_s`` the thread also enforces retention through ``PredictionLog.prune``.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+from deploy.metrics import ServingMetrics
+
+__all__ = ["LogSink", "LogWriter"]
+
+log = logging.getLogger(__name__)
+_STOP = object()
+
+
+class LogSink(Protocol):
+    """What the writer needs from :class:`registry.predictions.PredictionLog`."""
+
+    def write_predictions(self, rows: Sequence[Mapping[str, Any]]) -> None: ...
+
+    def prune(self, older_than_ts: float | None = None, max_rows: int | None = None) -> int: ...
+
+
+class LogWriter:
+    def __init__(
+        self,
+        sink: LogSink,
+        *,
+        model: str,
+        metrics: ServingMetrics,
+        queue_size: int,
+        batch_size: int,
+        flush_s: float,
+        retention_s: float | None = None,
+        retention_rows: int | None = None,
+        prune_every_s: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.sink = sink
+        self.model = model
+        self.metrics = metrics
+        self.batch_size = batch_size
+        self.flush_s = flush_s
+        self.retention_s = retention_s
+        self.retention_rows = retention_rows
+        self.prune_every_s = prune_every_s
+        self._clock = clock
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
+        self._thread: threading.Thread | None = None
+        self._last_prune = clock()
+
+    def put(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Queue ``rows`` without blocking; returns how many were dropped (queue full)."""
+        dropped = 0
+        for row in rows:
+            try:
+                self._queue.put_nowait(row)
+            except queue.Full:
+                dropped += 1
+        if dropped:
+            self.metrics.predlog_dropped.labels(self.model, "queue_full").inc(dropped)
+        return dropped
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._loop, name="pruneguard-predlog", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Write what is queued, then stop."""
+        if self._thread is None:
+            return
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+        self._thread = None
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until every queued row was written or dropped (for tests and shutdown)."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def _loop(self) -> None:
+        while True:
+            batch, stop = self._collect()
+            if batch:
+                self._write(batch)
+            for _ in range(len(batch) + stop):
+                self._queue.task_done()
+            self._maybe_prune()
+            if stop:
+                return
+
+    def _collect(self) -> tuple[list[Mapping[str, Any]], bool]:
+        """Block for a first row, then gather more until the batch is full or flush_s passed."""
+        try:
+            first = self._queue.get(timeout=self.flush_s)
+        except queue.Empty:
+            return [], False
+        if first is _STOP:
+            return [], True
+        batch: list[Mapping[str, Any]] = [first]  # type: ignore[list-item]
+        deadline = time.monotonic() + self.flush_s
+        while len(batch) < self.batch_size:
+            try:
+                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if item is _STOP:
+                return batch, True
+            batch.append(item)  # type: ignore[arg-type]
+        return batch, False
+
+    def _write(self, batch: list[Mapping[str, Any]]) -> None:
+        try:
+            self.sink.write_predictions(batch)
+        except Exception as exc:
+            log.warning("prediction log: dropped %d rows: %s", len(batch), exc)
+            self.metrics.predlog_dropped.labels(self.model, "error").inc(len(batch))
+        else:
+            self.metrics.predlog_written.labels(self.model).inc(len(batch))
+
+    def _maybe_prune(self) -> None:
+        now = self._clock()
+        if now - self._last_prune < self.prune_every_s:
+            return
+        self._last_prune = now
+        if self.retention_s is None and self.retention_rows is None:
+            return
+        older = None if self.retention_s is None else now - self.retention_s
+        try:
+            removed = self.sink.prune(older_than_ts=older, max_rows=self.retention_rows)
+        except Exception as exc:
+            log.warning("prediction log: retention prune failed: %s", exc)
+            return
+        if removed:
+            log.info("prediction log: pruned %d rows", removed)

@@ -1,0 +1,229 @@
+"""One serving replica's machinery, independent of HTTP: the swapper (which models), the
+shadow runner, the prediction-log writer and the metrics, wired together.
+
+:class:`deploy.service.PruneguardService` is a thin BentoML adapter over :class:`Replica`;
+tests drive a :class:`Replica` directly. Each worker process builds its own (its threads do
+not survive a fork).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from deploy.config import ServeConfig
+from deploy.logwriter import LogSink, LogWriter
+from deploy.metrics import ServingMetrics, default_metrics
+from deploy.model import LoadedModel, Prediction
+from deploy.shadow import Comparison, ShadowJob, ShadowRunner
+from deploy.swap import ModelSwapper, RegistryView
+from deploy.validation import ValidationError, validate_feedback
+from registry.errors import Unavailable
+from registry.settings import mask_url
+
+__all__ = ["NotReady", "Replica"]
+
+log = logging.getLogger(__name__)
+
+
+class NotReady(Unavailable):
+    """No champion is loaded yet (none set, or every candidate was refused)."""
+
+
+class FeedbackSink(LogSink, Protocol):
+    def write_feedback(self, request_id: str, label: int) -> None: ...
+
+
+class Replica:
+    """Answers from the champion, mirrors to the shadow, logs both, follows the registry."""
+
+    def __init__(
+        self,
+        config: ServeConfig,
+        *,
+        registry: RegistryView,
+        sink: FeedbackSink,
+        metrics: ServingMetrics | None = None,
+    ) -> None:
+        self.config = config
+        self.registry = registry
+        self.sink = sink
+        self.metrics = metrics or default_metrics()
+        self.metrics.init_labels(config.model)
+        self._champion_latency = self.metrics.inference_duration.labels(config.model, "champion")
+        self.swapper = ModelSwapper(
+            registry,
+            model=config.model,
+            loader=self._load,
+            metrics=self.metrics,
+            poll_interval_s=config.poll_interval_s,
+        )
+        self.logwriter = LogWriter(
+            sink,
+            model=config.model,
+            metrics=self.metrics,
+            queue_size=config.log_queue,
+            batch_size=config.log_batch,
+            flush_s=config.log_flush_s,
+            retention_s=config.retention_s,
+            retention_rows=config.retention_rows,
+        )
+        self.shadow = ShadowRunner(
+            model=config.model,
+            metrics=self.metrics,
+            queue_size=config.shadow_queue,
+            sample_rate=config.shadow_sample,
+            on_result=self._log_shadow,
+        )
+
+    @classmethod
+    def open(cls, config: ServeConfig, *, metrics: ServingMetrics | None = None) -> Replica:
+        """Connect to the registry (and its database, for the prediction log) named by ``config``."""
+        from registry import open_registry
+        from registry.predictions import PredictionLog
+
+        registry = open_registry(config.db_url or None, home=config.home)
+        return cls(config, registry=registry, sink=PredictionLog(registry.engine), metrics=metrics)
+
+    def _load(self, path: Path, tag: str) -> LoadedModel:
+        return LoadedModel.load(path, tag=tag, threads=self.config.ort_threads)
+
+    # --- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        """Load the current aliases (a failure leaves the replica not ready), start threads."""
+        try:
+            self.swapper.refresh()
+        except Exception:
+            log.exception(
+                "initial registry read failed; retrying every %.1fs", self.config.poll_interval_s
+            )
+        self.logwriter.start()
+        self.shadow.start()
+        self.swapper.start()
+
+    def stop(self) -> None:
+        self.swapper.stop()
+        self.shadow.stop()
+        self.logwriter.stop()
+
+    @property
+    def ready(self) -> bool:
+        return self.swapper.current.champion is not None
+
+    # --- requests -------------------------------------------------------------------------
+    def predict(self, inputs: Any) -> dict[str, Any]:
+        """Answer from the champion; :class:`ValidationError` (400) or :class:`NotReady` (503)."""
+        deployment = self.swapper.current
+        champion = deployment.champion
+        if champion is None:
+            raise NotReady(
+                f"no champion of {self.config.model!r} is loaded yet; promote a version with "
+                "`pruneguard models promote TAG` (see /readyz)"
+            )
+        try:
+            batch = champion.validate(inputs, max_batch=self.config.max_batch)
+            answer = champion.predict(batch)
+        except ValidationError as exc:
+            self.metrics.invalid_requests.labels(self.config.model, exc.problem).inc()
+            raise
+        ts = time.time()
+        ids = tuple(uuid.uuid4().hex for _ in range(len(batch)))
+        self._champion_latency.observe(answer.latency_s)
+        self.metrics.predictions.labels(self.config.model, "champion", champion.version).inc(
+            len(ids)
+        )
+        self.logwriter.put(self._rows(ids, ts, "champion", champion.version, batch, answer))
+        shadow = deployment.shadow
+        if shadow is not None and self.shadow.should_sample():
+            self.shadow.submit(ShadowJob(ids, ts, batch, answer, champion.version, shadow))
+        return _response(ids, champion, answer)
+
+    def feedback(self, request_id: Any, label: Any) -> dict[str, Any]:
+        """Record a label durably (committed before this returns)."""
+        champion = self.swapper.current.champion
+        n_classes = champion.n_classes if champion is not None else None
+        try:
+            request_id, label = validate_feedback(request_id, label, n_classes=n_classes)
+        except ValidationError as exc:
+            self.metrics.invalid_requests.labels(self.config.model, exc.problem).inc()
+            raise
+        self.sink.write_feedback(request_id, label)
+        self.metrics.feedback.labels(self.config.model).inc()
+        return {"request_id": request_id, "label": label, "recorded": True}
+
+    def status(self) -> dict[str, Any]:
+        current = self.swapper.current
+        return {
+            "model": self.config.model,
+            "revision": current.revision,
+            "champion": current.champion.tag if current.champion else None,
+            "shadow": current.shadow.tag if current.shadow else None,
+            "shadow_pending": self.shadow.pending(),
+            "config": _public_config(self.config),
+        }
+
+    # --- prediction log -------------------------------------------------------------------
+    def _rows(
+        self,
+        ids: tuple[str, ...],
+        ts: float,
+        variant: str,
+        version: str,
+        batch: np.ndarray,
+        answer: Prediction,
+        *,
+        features: bool = True,
+    ) -> list[Mapping[str, Any]]:
+        """Log rows; a shadow row's features are ``[]`` (the champion row of the same
+        request_id holds them; ``read_window`` fills them in)."""
+        inputs = batch.reshape(len(batch), -1).astype(np.float64).tolist() if features else None
+        probabilities = answer.probabilities.astype(np.float64).tolist()
+        classes = answer.classes.tolist()
+        latency_ms = answer.latency_s * 1000.0
+        return [
+            {
+                "request_id": request_id,
+                "ts": ts,
+                "model": self.config.model,
+                "variant": variant,
+                "version": version,
+                "features": inputs[i] if inputs is not None else [],
+                "prediction": int(classes[i]),
+                "probabilities": probabilities[i],
+                "latency_ms": latency_ms,
+            }
+            for i, request_id in enumerate(ids)
+        ]
+
+    def _log_shadow(self, job: ShadowJob, answer: Prediction, _: Comparison) -> None:
+        rows = self._rows(
+            job.request_ids, job.ts, "shadow", job.shadow.version, job.batch, answer, features=False
+        )
+        self.logwriter.put(rows)
+
+
+def _public_config(config: ServeConfig) -> dict[str, str]:
+    """The config without secrets: no admin token, the database password masked."""
+    public = {k: str(v) for k, v in asdict(config).items() if k != "admin_token"}
+    public["db_url"] = mask_url(config.resolved_db_url)
+    return public
+
+
+def _response(ids: tuple[str, ...], champion: LoadedModel, answer: Prediction) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": champion.name,
+        "model_version": champion.version,
+        "request_ids": list(ids),
+        "predictions": answer.classes.tolist(),
+        "probabilities": answer.probabilities.tolist(),
+    }
+    if len(ids) == 1:
+        body["request_id"] = ids[0]
+    return body

@@ -1,0 +1,131 @@
+"""The BentoML service: ``POST /predict``, ``POST /feedback`` (+ optional admin endpoints),
+with BentoML's own ``/readyz``, ``/livez``, ``/metrics`` and ``/docs.json``.
+
+Nothing is pinned at ``bentoml build`` time: each worker resolves the champion and shadow
+aliases from the registry named by its environment (see :mod:`deploy.config`) when it
+starts, and follows them while it runs (:mod:`deploy.swap`).
+
+Status codes: 400 for a request that does not match the model (the body names the
+problem), 503 while no champion is loaded or the database is unreachable; a 5xx is never
+the answer to bad input.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import bentoml
+
+from deploy.admin import AdminAPI, AdminDenied
+from deploy.config import ServeConfig
+from deploy.runtime import NotReady, Replica
+from deploy.validation import ValidationError
+from registry.errors import ConfigError, Conflict, NotFound, PruneguardError, Unavailable
+
+__all__ = ["PruneguardService"]
+
+log = logging.getLogger(__name__)
+
+# Decided when BentoML imports this module (before any worker exists): the worker count.
+_WORKERS = int(os.environ.get("PRUNEGUARD_SERVE_WORKERS") or 1)
+
+# Each error class -> HTTP status; the most specific class listed first wins.
+_STATUS: tuple[tuple[type[Exception], int], ...] = (
+    (ValidationError, 400),
+    (AdminDenied, 401),
+    (NotFound, 404),
+    (Conflict, 409),
+    (ConfigError, 400),
+    (NotReady, 503),
+    (Unavailable, 503),
+    (PruneguardError, 422),
+)
+
+
+def _error(ctx: bentoml.Context, exc: Exception) -> dict[str, Any]:
+    status = next(code for cls, code in _STATUS if isinstance(exc, cls))
+    ctx.response.status_code = status
+    body: dict[str, Any] = {"error": str(exc)}
+    problem = getattr(exc, "problem", None)
+    if problem is not None:
+        body["problem"] = problem
+    return body
+
+
+async def _off_loop(
+    ctx: bentoml.Context, func: Callable[..., dict[str, Any]], *args: Any
+) -> dict[str, Any]:
+    """Run a blocking registry/database call in a worker thread; map errors to statuses."""
+    import anyio.to_thread
+
+    try:
+        return await anyio.to_thread.run_sync(func, *args)
+    except PruneguardError as exc:
+        return _error(ctx, exc)
+
+
+@bentoml.service(name="pruneguard", workers=_WORKERS, traffic={"timeout": 30})
+class PruneguardService:
+    """Champion answers; the shadow compares; both are logged; aliases are followed live."""
+
+    def __init__(self) -> None:
+        # The shadow and prediction-log threads share this process's GIL with the request
+        # threads: a 1 ms switch interval (default 5 ms) bounds how long a request waits
+        # behind them.
+        sys.setswitchinterval(0.001)
+        self.config = ServeConfig.from_env()
+        self.replica = Replica.open(self.config)
+        self.admin = AdminAPI(self.replica)
+        self.replica.start()
+
+    def __is_ready__(self) -> bool:
+        return self.replica.ready
+
+    @bentoml.on_shutdown
+    def shutdown(self) -> None:
+        self.replica.stop()
+
+    @bentoml.api(route="/predict")
+    def predict(self, inputs: list[Any], ctx: bentoml.Context) -> dict[str, Any]:
+        """Classify ``inputs`` (a batch, rows shaped as the model's io spec) with the champion."""
+        try:
+            return self.replica.predict(inputs)
+        except PruneguardError as exc:
+            return _error(ctx, exc)
+
+    @bentoml.api(route="/feedback")
+    async def feedback(self, request_id: str, label: int, ctx: bentoml.Context) -> dict[str, Any]:
+        """Record the true class of an earlier request; 200 only once it is in the database."""
+        # A database write may wait on a lock: keep it off the /predict thread pool.
+        return await _off_loop(ctx, self.replica.feedback, request_id, label)
+
+    @bentoml.api(route="/status")
+    def status(self) -> dict[str, Any]:
+        """The versions this worker serves and the registry revision it has seen."""
+        return self.replica.status()
+
+    @bentoml.api(route="/admin/promote")
+    async def admin_promote(
+        self, tag: str, ctx: bentoml.Context, reason: str = "", shadow_previous: bool = False
+    ) -> dict[str, Any]:
+        """Make ``tag`` the champion (needs ``Authorization: Bearer <admin token>``)."""
+        try:
+            self.admin.authorize(ctx.request.headers.get("authorization"))
+        except PruneguardError as exc:
+            return _error(ctx, exc)
+        return await _off_loop(ctx, self.admin.promote, tag, reason, shadow_previous)
+
+    @bentoml.api(route="/admin/rollback")
+    async def admin_rollback(
+        self, ctx: bentoml.Context, reason: str = "", to: str | None = None
+    ) -> dict[str, Any]:
+        """Move the champion back (needs ``Authorization: Bearer <admin token>``)."""
+        try:
+            self.admin.authorize(ctx.request.headers.get("authorization"))
+        except PruneguardError as exc:
+            return _error(ctx, exc)
+        return await _off_loop(ctx, self.admin.rollback, reason, to)

@@ -1,0 +1,43 @@
+"""Fixtures for the serving tests (helpers live in serving_support.py)."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# tests/ (on sys.path via the root conftest) holds folders named like the real packages
+# (tests/registry, tests/deploy) that would import as empty namespace packages: put the
+# repository root first so `registry` and `deploy` always resolve to the real ones.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(1, str(Path(__file__).parent))  # serving_support imports by name
+
+from serving_support import Models, make_models
+
+
+@pytest.fixture
+def models(pruneguard_home: Path, tmp_path: Path) -> Iterator[Models]:
+    m = make_models(pruneguard_home, tmp_path / "artifacts")
+    yield m
+    m.registry.close()
+
+
+@pytest.fixture
+def isolated_pg_url(postgres_url: str) -> Iterator[str]:
+    """A fresh database on the shared server (dropped afterwards): tests never see each other."""
+    import sqlalchemy as sa
+
+    name = f"pg_serving_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = sa.make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()

@@ -1,0 +1,38 @@
+"""`bentoml build` works with deploy/bentofile.yaml and pins no model into the Bento."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_bentoml_build_packages_the_service_without_models(tmp_path: Path) -> None:
+    env = dict(os.environ, BENTOML_HOME=str(tmp_path / "bentoml"), BENTOML_DO_NOT_TRACK="True")
+    result = subprocess.run(
+        [sys.executable, "-m", "bentoml", "build", "-f", "deploy/bentofile.yaml", "-o", "tag", "."],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (bento_dir,) = [
+        p for p in (tmp_path / "bentoml" / "bentos" / "pruneguard").iterdir() if p.name != "latest"
+    ]
+    info = yaml.safe_load((bento_dir / "bento.yaml").read_text())
+    assert info["service"] == "deploy.service:PruneguardService"
+    assert info["models"] == []  # aliases are resolved at run time, not at build time
+    routes = {route["route"] for route in info["schema"]["routes"]}
+    assert {"/predict", "/feedback"} <= routes
+    src = bento_dir / "src"
+    assert (src / "deploy" / "service.py").is_file() and (
+        src / "registry" / "predictions.py"
+    ).is_file()
+    assert not (src / "tests").exists()

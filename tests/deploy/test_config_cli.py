@@ -1,0 +1,71 @@
+"""ServeConfig resolution and the `pruneguard serve` command line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from deploy.cli import SERVICE, build_command, serve
+from deploy.config import ENV, ServeConfig
+from registry.errors import ConfigError
+
+
+def test_env_round_trip() -> None:
+    config = ServeConfig(
+        model="digits",
+        shadow_sample=0.25,
+        poll_interval_s=1.5,
+        max_batch=8,
+        admin_token="zz-secret-zz",
+        home=Path("/h"),
+    )
+    assert ServeConfig.from_env(config.to_env()) == config
+    assert "zz-secret-zz" not in repr(config)  # the admin token never shows in logs
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        ({}, "PRUNEGUARD_SERVE_MODEL is not set"),
+        ({ENV["model"]: "m", ENV["shadow_sample"]: "1.5"}, "shadow_sample is 1.5; allowed: 0..1"),
+        (
+            {ENV["model"]: "m", ENV["max_batch"]: "lots"},
+            "PRUNEGUARD_MAX_BATCH='lots' is not a valid int",
+        ),
+        ({ENV["model"]: "m", ENV["poll_interval_s"]: "0"}, "poll_interval_s is 0.0"),
+    ],
+)
+def test_bad_env_names_the_variable(env: dict[str, str], words: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        ServeConfig.from_env(env)
+    assert words in str(info.value)
+
+
+def test_command_runs_bentoml_serve_on_loopback_with_the_config_in_env(tmp_path: Path) -> None:
+    config = ServeConfig(model="digits", home=tmp_path, shadow_sample=0.5)
+    argv, env = build_command(config, host="127.0.0.1", port=3123)
+    assert argv[:5] == [sys.executable, "-m", "bentoml", "serve", SERVICE]
+    assert (
+        argv[argv.index("--host") + 1] == "127.0.0.1" and argv[argv.index("--port") + 1] == "3123"
+    )
+    assert env[ENV["model"]] == "digits" and env[ENV["shadow_sample"]] == "0.5"
+    assert ServeConfig.from_env(env).model == "digits"
+    assert "BENTOML_HOME" in env
+
+
+def test_cli_rejects_bad_options_before_starting(pruneguard_home: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(serve, ["digits", "--shadow-sample", "2"])
+    assert result.exit_code == 2 and "shadow_sample is 2.0; allowed: 0..1" in result.output
+    result = runner.invoke(serve, ["digits", "--admin-token-env", "NO_SUCH_VAR_XYZ"])
+    assert result.exit_code == 2 and "NO_SUCH_VAR_XYZ" in result.output
+    result = runner.invoke(serve, ["digits"])  # empty registry: one line naming the model
+    assert result.exit_code == 1 and "no model named 'digits'" in result.output
+
+
+def test_host_defaults_to_loopback() -> None:
+    host = next(p for p in serve.params if p.name == "host")
+    assert host.default == "127.0.0.1"
