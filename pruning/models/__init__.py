@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pruning.models.digits_cnn import build_digits_cnn
+from pruning.models.digits_transformer import build_digits_transformer
 from pruning.models.resnet import build_resnet50
 from registry.errors import ConfigError
 
@@ -15,6 +16,7 @@ __all__ = ["BUILTIN_MODELS", "build_builtin"]
 BUILTIN_MODELS: dict[str, Callable[..., Any]] = {
     "digits-cnn": build_digits_cnn,
     "resnet50": build_resnet50,
+    "digits-transformer": build_digits_transformer,
 }
 
 

@@ -41,7 +41,7 @@ class ResidualBlock(nn.Module):
 class DigitsCNN(nn.Module):
     """stem → 2 residual blocks at 8×8 → 2 residual blocks at 4×4 → global pool → linear."""
 
-    def __init__(self, width: int = 32, n_classes: int = 10, in_channels: int = 1) -> None:
+    def __init__(self, width: int = 16, n_classes: int = 10, in_channels: int = 1) -> None:
         super().__init__()
         self.stem = nn.Sequential(_conv_bn(in_channels, width), nn.ReLU(inplace=True))
         self.stage1 = nn.Sequential(ResidualBlock(width, width), ResidualBlock(width, width))
@@ -56,7 +56,7 @@ class DigitsCNN(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
-def build_digits_cnn(width: int = 32, n_classes: int = 10, seed: int | None = 0) -> DigitsCNN:
+def build_digits_cnn(width: int = 16, n_classes: int = 10, seed: int | None = 0) -> DigitsCNN:
     """A freshly initialised :class:`DigitsCNN` (deterministic when ``seed`` is set)."""
     if seed is not None:
         torch.manual_seed(seed)

@@ -24,9 +24,13 @@ __all__ = ["ZOO", "ZOO_INPUT_SHAPE", "build_zoo"]
 ZOO_INPUT_SHAPE = (3, 16, 16)
 
 
-def _cbr(c_in: int, c_out: int, kernel: int = 3, *, groups: int = 1, stride: int = 1) -> nn.Sequential:
+def _cbr(
+    c_in: int, c_out: int, kernel: int = 3, *, groups: int = 1, stride: int = 1
+) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, groups=groups, bias=False),
+        nn.Conv2d(
+            c_in, c_out, kernel, stride=stride, padding=kernel // 2, groups=groups, bias=False
+        ),
         nn.BatchNorm2d(c_out),
         nn.ReLU(),
     )

@@ -1,0 +1,121 @@
+"""ONNX export (dynamo exporter, one file, dynamic batch) and torch-vs-ONNX Runtime parity."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import inspect
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+__all__ = ["export_onnx", "parity"]
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send everything written to stdout (Python and C level) to stderr for the duration."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _forward_arg(model: nn.Module) -> str:
+    params = list(inspect.signature(model.forward).parameters)
+    if not params:
+        raise TypeError(f"{type(model).__name__}.forward takes no input to export")
+    return params[0]
+
+
+def _exportable(model: nn.Module) -> nn.Module:
+    """An eval-mode model without pruning masks (a copy if masks must be baked in)."""
+    from torch.nn.utils import prune
+
+    from pruning.unstructured import remove_masks
+
+    masked = [m for m in model.modules() if prune.is_pruned(m) and hasattr(m, "weight_orig")]
+    if masked:
+        # prune's computed ``weight`` is a non-leaf tensor that deepcopy refuses: copy a stand-in.
+        weights = [cast("torch.Tensor", m.weight) for m in masked]
+        memo = {id(w): w.detach().clone() for w in weights}
+        model = copy.deepcopy(model, memo)
+        remove_masks(model)
+    return model.eval()
+
+
+def export_onnx(
+    model: nn.Module,
+    example_inputs: torch.Tensor,
+    path: str | Path,
+    *,
+    opset: int = 18,
+    input_name: str = "input",
+    output_name: str = "logits",
+) -> None:
+    """Write ``model`` as one ONNX file with a symbolic batch axis, checked by ``onnx.checker``.
+
+    The example batch is widened to 2 when it has one row (a batch of 1 would be
+    specialised as a constant by torch.export). Masks from ``unstructured`` are baked in on
+    a copy. The exporter's progress output goes to stderr.
+    """
+    import onnx
+    import torch
+
+    was_training = model.training
+    net = _exportable(model)
+    x = (
+        example_inputs
+        if example_inputs.shape[0] > 1
+        else example_inputs.repeat(2, *[1] * (example_inputs.dim() - 1))
+    )
+    dynamic = {_forward_arg(net): {0: torch.export.Dim("batch")}}
+    try:
+        with _stdout_to_stderr(), torch.no_grad():
+            torch.onnx.export(
+                net,
+                (x,),
+                str(path),
+                dynamo=True,
+                external_data=False,
+                dynamic_shapes=dynamic,
+                opset_version=opset,
+                input_names=[input_name],
+                output_names=[output_name],
+            )
+    finally:
+        model.train(was_training)
+    onnx.checker.check_model(str(path), full_check=True)
+
+
+def parity(model: nn.Module, onnx_path: str | Path, inputs: torch.Tensor) -> float:
+    """Max |torch − ONNX Runtime| over the outputs for ``inputs``."""
+    import torch
+
+    from pruning.latency import make_session
+
+    session = make_session(onnx_path)
+    name = session.get_inputs()[0].name
+    (onnx_out, *_) = session.run(None, {name: inputs.numpy().astype(np.float32)})
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            torch_out = model(inputs).numpy()
+    finally:
+        model.train(was_training)
+    return float(np.max(np.abs(torch_out - onnx_out)))

@@ -1,0 +1,110 @@
+"""Training, recovery finetuning (optionally distilled from the dense teacher) and evaluation.
+
+Progress lines go to stderr, never stdout (``--json`` output owns stdout).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+__all__ = ["accuracy", "distillation_loss", "predict", "train"]
+
+Batches = Iterable[tuple["torch.Tensor", "torch.Tensor"]]
+
+
+def distillation_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    teacher_logits: torch.Tensor | None,
+    *,
+    alpha: float,
+    temperature: float,
+) -> torch.Tensor:
+    """Cross-entropy, mixed with ``alpha`` × KL(teacher ‖ student) on logits softened by T.
+
+    The KL term is scaled by T² so its gradients keep their size as T changes (Hinton et al.).
+    """
+    import torch.nn.functional as F
+
+    ce = F.cross_entropy(logits, labels)
+    if teacher_logits is None:
+        return ce
+    t = temperature
+    kl = F.kl_div(
+        F.log_softmax(logits / t, dim=1),
+        F.log_softmax(teacher_logits / t, dim=1),
+        log_target=True,
+        reduction="batchmean",
+    )
+    return (1.0 - alpha) * ce + alpha * kl * t * t
+
+
+def train(
+    model: nn.Module,
+    loader: Batches,
+    *,
+    epochs: int,
+    lr: float,
+    teacher: nn.Module | None = None,
+    distill_alpha: float = 0.5,
+    temperature: float = 2.0,
+    progress: bool = True,
+    seed: int | None = 0,
+) -> None:
+    """Train ``model`` in place with Adam; with a ``teacher``, distill from its logits.
+
+    ``seed`` fixes torch's global RNG first (so a shuffling DataLoader repeats its order).
+    The model is left in eval mode.
+    """
+    import torch
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    if teacher is not None:
+        teacher.eval()
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    for epoch in range(epochs):
+        model.train()
+        total, n = 0.0, 0
+        for x, y in loader:
+            with torch.no_grad():
+                t_logits = teacher(x) if teacher is not None else None
+            loss = distillation_loss(
+                model(x), y, t_logits, alpha=distill_alpha, temperature=temperature
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.detach().item() * len(y)
+            n += len(y)
+        if progress:
+            print(f"epoch {epoch + 1}/{epochs} loss {total / max(n, 1):.4f}", file=sys.stderr)
+    model.eval()
+
+
+def predict(model: nn.Module, loader: Batches) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Inputs, labels and predicted classes over ``loader`` (eval mode, no gradients)."""
+    import torch
+
+    model.eval()
+    xs, ys, preds = [], [], []
+    with torch.no_grad():
+        for x, y in loader:
+            xs.append(x.numpy())
+            ys.append(y.numpy())
+            preds.append(model(x).argmax(dim=1).numpy())
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(preds)
+
+
+def accuracy(model: nn.Module, loader: Batches) -> float:
+    """Fraction of ``loader``'s samples whose predicted class equals the label."""
+    _, labels, predicted = predict(model, loader)
+    return float((labels == predicted).mean()) if len(labels) else 0.0

@@ -1,0 +1,228 @@
+"""Structured channel pruning: channels are physically removed, via torch_pruning.
+
+torch_pruning's :class:`DependencyGraph` finds which layers must lose the same channels
+(residual adds, ``torch.cat``, depthwise and grouped convs, BatchNorm, flatten → linear) and
+its ``BasePruner`` (formerly ``MetaPruner``) ranks and removes them; this module chooses the
+criterion, keeps the classifier's outputs, and searches the ratio for a MAC target.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import torch_pruning as tp
+from torch import nn
+
+from pruning.errors import TargetUnreachable
+from pruning.importance import DATA_CRITERIA, make_importance, prepare_importance
+from pruning.measure import count_macs
+from registry.errors import ConfigError, Conflict
+
+__all__ = ["ChannelPruner", "find_classifier", "ratio_for_mac_reduction"]
+
+_PRUNABLE = (nn.modules.conv._ConvNd, nn.Linear)
+MAX_RATIO = 0.95
+
+
+def find_classifier(model: nn.Module, example_inputs: torch.Tensor) -> nn.Module | None:
+    """The last conv/linear layer run by ``forward``: its outputs are the classes, never pruned."""
+    order: list[nn.Module] = []
+    handles = [
+        m.register_forward_hook(lambda mod, _i, _o: order.append(mod))
+        for m in model.modules()
+        if isinstance(m, _PRUNABLE)
+    ]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(example_inputs)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return order[-1] if order else None
+
+
+class _BasePruner(tp.pruner.BasePruner):
+    """tp's BasePruner, except that rounding never empties a layer.
+
+    tp 1.6 rounds the kept channels *down* to a multiple of ``round_to``, which reaches 0 for
+    a narrow layer at a high ratio; here a layer keeps at least ``round_to`` channels (or all
+    it has, if fewer). We always pass ``round_to`` (1 when unset) so this guard also keeps
+    one channel in layers that a high ratio would otherwise empty.
+    """
+
+    def _round_to(self, n_pruned: int, current_channels: int, round_to: int) -> int:
+        keep = current_channels - n_pruned
+        keep = max(keep - keep % round_to, min(round_to, current_channels))
+        return current_channels - keep
+
+
+def _check_grouped(model: nn.Module, round_to: int | None, ignored: list[nn.Module]) -> None:
+    if round_to is None or round_to == 1:
+        return
+    skip = {id(m) for layer in ignored for m in layer.modules()}
+    for name, m in model.named_modules():
+        if (
+            isinstance(m, nn.modules.conv._ConvNd)
+            and 1 < m.groups < m.in_channels
+            and id(m) not in skip
+        ):
+            raise ConfigError(
+                f"round_to={round_to} with the grouped conv {name!r} (groups={m.groups}): "
+                "torch_pruning 1.6 rounds a whole layer, not each group, and can empty the "
+                "groups. Fix: leave round_to unset for this model, or ignore that layer."
+            )
+
+
+def _validate(
+    criterion: str, ratio: float, steps: int, round_to: int | None, calibration: Any
+) -> None:
+    make_importance(criterion)  # raises ConfigError naming the allowed criteria
+    if not 0.0 <= ratio <= MAX_RATIO:
+        raise ConfigError(
+            f"channel ratio {ratio} is out of range; allowed: 0 <= ratio <= {MAX_RATIO} "
+            "(the fraction of channels removed). Fix: e.g. ratio: 0.5."
+        )
+    if steps < 1:
+        raise ConfigError(f"steps={steps}: need at least 1. Fix: schedule steps >= 1.")
+    if round_to is not None and round_to < 1:
+        raise ConfigError(
+            f"round_to={round_to}: must be a positive channel multiple (e.g. 8) or unset."
+        )
+    if criterion in DATA_CRITERIA and calibration is None:
+        raise ConfigError(
+            f"criterion {criterion!r} scores channels from data but no calibration batches were "
+            "given. Fix: pass calibration=(inputs, labels) batches, or use l1/l2/random."
+        )
+
+
+class ChannelPruner:
+    """Removes ``ratio`` of the channels of every prunable group, in ``steps`` equal steps.
+
+    Each :meth:`step` re-scores channels on the current weights (after any finetuning) and
+    prunes up to the step's share of the target. Data criteria read ``calibration`` batches
+    of ``(inputs, labels)``; ``loss_fn`` defaults to cross-entropy. ``global_pruning=True``
+    ranks all groups together (uneven widths) instead of the same ratio per group.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        example_inputs: torch.Tensor,
+        *,
+        criterion: str,
+        ratio: float,
+        steps: int = 1,
+        round_to: int | None = None,
+        calibration: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        ignored_layers: list[nn.Module] | None = None,
+        global_pruning: bool = False,
+    ) -> None:
+        _validate(criterion, ratio, steps, round_to, calibration)
+        self.model = model
+        self.criterion = criterion
+        self.steps = steps
+        self._calibration = calibration
+        self._loss_fn = loss_fn or F.cross_entropy
+        self._importance = make_importance(criterion)
+        ignored = list(ignored_layers or [])
+        head = find_classifier(model, example_inputs)
+        if head is not None:
+            ignored.append(head)
+        _check_grouped(model, round_to, ignored)
+        was_training = model.training
+        model.eval()  # tracing runs forward: keep BatchNorm statistics as they are
+        try:
+            self._pruner = _BasePruner(
+                model,
+                example_inputs,
+                importance=self._importance,
+                pruning_ratio=ratio,
+                iterative_steps=steps,
+                ignored_layers=ignored,
+                round_to=round_to or 1,
+                global_pruning=global_pruning,
+            )
+        finally:
+            model.train(was_training)
+        self.steps_done = 0
+
+    def step(self) -> None:
+        """Score the channels on the current weights and prune this step's share."""
+        if self.steps_done >= self.steps:
+            raise Conflict(
+                f"ChannelPruner already ran all {self.steps} steps. Fix: call step() at most "
+                "`steps` times (finish() needs no extra step)."
+            )
+        if self._calibration is not None:
+            prepare_importance(self._importance, self.model, self._calibration, self._loss_fn)
+        try:
+            self._pruner.step()
+        finally:
+            self.model.zero_grad(set_to_none=True)
+        self.steps_done += 1
+
+    def finish(self) -> None:
+        """Nothing left to do: channels were removed at each step."""
+
+
+def _submodules(
+    model: nn.Module, layers: list[nn.Module] | None, copy_: nn.Module
+) -> list[nn.Module]:
+    names = {m: n for n, m in model.named_modules()}
+    return [copy_.get_submodule(names[m]) for m in layers or []]
+
+
+def _reduction_at(
+    model: nn.Module, x: torch.Tensor, ratio: float, dense_macs: int, **kwargs: Any
+) -> float:
+    pruned = copy.deepcopy(model)
+    ignored = _submodules(model, kwargs.pop("ignored_layers", None), pruned)
+    ChannelPruner(pruned, x, criterion="l1", ratio=ratio, ignored_layers=ignored, **kwargs).step()
+    return 1.0 - count_macs(pruned, x) / dense_macs
+
+
+def ratio_for_mac_reduction(
+    model: nn.Module,
+    example_inputs: torch.Tensor,
+    reduction: float,
+    *,
+    round_to: int | None = None,
+    ignored_layers: list[nn.Module] | None = None,
+    tolerance: float = 5e-3,
+) -> float:
+    """The smallest channel ratio whose pruning removes at least ``reduction`` of the MACs.
+
+    ``reduction=0.7`` means 70% fewer MACs. Bisection over the ratio on deep copies (the
+    model is not modified); with uniform per-group pruning the MACs do not depend on the
+    criterion. Raises :class:`TargetUnreachable` when even the largest ratio falls short.
+    """
+    if not 0.0 < reduction < 1.0:
+        raise ConfigError(
+            f"macs_reduction {reduction} is out of range; allowed: 0 < macs_reduction < 1 "
+            "(0.7 = 70% fewer MACs). Fix: e.g. macs_reduction: 0.5."
+        )
+    dense = count_macs(model, example_inputs)
+    opts: dict[str, Any] = {"round_to": round_to, "ignored_layers": ignored_layers}
+    best = _reduction_at(model, example_inputs, MAX_RATIO, dense, **opts)
+    if best < reduction:
+        raise TargetUnreachable(
+            f"macs_reduction {reduction} is unreachable: channel pruning at the largest ratio "
+            f"({MAX_RATIO}) removes {best:.3f} of the MACs (the classifier, input channels and "
+            f"ignored layers keep theirs). Fix: set macs_reduction <= {best:.3f}."
+        )
+    lo, hi = 0.0, MAX_RATIO
+    while hi - lo > tolerance:
+        mid = (lo + hi) / 2
+        if _reduction_at(model, example_inputs, mid, dense, **opts) >= reduction:
+            hi = mid
+        else:
+            lo = mid
+    return hi

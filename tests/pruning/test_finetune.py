@@ -1,0 +1,101 @@
+"""Training, distillation and evaluation on scikit-learn's real digits."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.datasets import load_digits
+from torch.utils.data import DataLoader, TensorDataset
+
+from pruning.finetune import accuracy, distillation_loss, predict, train
+from pruning.models import build_builtin
+from pruning.structured import ChannelPruner
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    # Tiny convs gain nothing from a second thread, and on a shared 2-core box idle OpenMP
+    # threads spinning against other processes slow training down many times over.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def digits() -> dict[str, DataLoader]:
+    data = load_digits()
+    x = torch.tensor(data.images / 16.0, dtype=torch.float32).unsqueeze(1)
+    y = torch.tensor(data.target)
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    tr, va = perm[:1400], perm[1400:]
+    return {
+        "train": DataLoader(TensorDataset(x[tr], y[tr]), batch_size=64, shuffle=True),
+        "val": DataLoader(TensorDataset(x[va], y[va]), batch_size=256),
+    }
+
+
+@pytest.fixture(scope="module")
+def trained(digits: dict[str, DataLoader]) -> torch.nn.Module:
+    model = build_builtin("digits-cnn")
+    train(model, digits["train"], epochs=6, lr=3e-3, progress=False)
+    return model
+
+
+def test_digits_cnn_learns_digits(trained: torch.nn.Module, digits: dict[str, DataLoader]) -> None:
+    assert accuracy(trained, digits["val"]) >= 0.95
+    assert not trained.training
+
+
+def test_distillation_recovers_a_pruned_model(
+    trained: torch.nn.Module, digits: dict[str, DataLoader]
+) -> None:
+    teacher_acc = accuracy(trained, digits["val"])
+    student = copy.deepcopy(trained)
+    ChannelPruner(student, torch.randn(1, 1, 8, 8), criterion="l1", ratio=0.5).step()
+    pruned_acc = accuracy(student, digits["val"])
+    train(student, digits["train"], epochs=3, lr=3e-3, teacher=trained, progress=False)
+    recovered = accuracy(student, digits["val"])
+    assert recovered > pruned_acc
+    assert recovered >= teacher_acc - 0.03
+
+
+def test_distillation_loss_mixes_ce_and_kl() -> None:
+    g = torch.Generator().manual_seed(0)
+    logits, other = torch.randn(6, 10, generator=g), torch.randn(6, 10, generator=g)
+    labels = torch.randint(0, 10, (6,), generator=g)
+    ce = F.cross_entropy(logits, labels)
+    assert torch.equal(distillation_loss(logits, labels, None, alpha=0.5, temperature=2.0), ce)
+    assert distillation_loss(logits, labels, logits, alpha=1.0, temperature=2.0).abs() < 1e-6
+    kl = distillation_loss(other, labels, logits, alpha=1.0, temperature=3.0)
+    assert kl > 0
+    mixed = distillation_loss(other, labels, logits, alpha=0.25, temperature=3.0)
+    torch.testing.assert_close(mixed, 0.75 * F.cross_entropy(other, labels) + 0.25 * kl)
+
+
+def test_training_is_seeded_and_progress_goes_to_stderr(
+    digits: dict[str, DataLoader], capfd: pytest.CaptureFixture[str]
+) -> None:
+    runs = []
+    for _ in range(2):
+        model = build_builtin("digits-cnn", width=8)
+        train(model, digits["train"], epochs=1, lr=1e-3)
+        runs.append(model.state_dict())
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+    captured = capfd.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("epoch 1/1 loss") == 2
+
+
+def test_predict_returns_aligned_arrays(
+    trained: torch.nn.Module, digits: dict[str, DataLoader]
+) -> None:
+    inputs, labels, predicted = predict(trained, digits["val"])
+    assert inputs.shape == (397, 1, 8, 8) and labels.shape == predicted.shape == (397,)
+    assert predicted.dtype.kind == "i"
+    assert np.mean(labels == predicted) == accuracy(trained, digits["val"])

@@ -1,0 +1,234 @@
+"""Channel pruning through torch_pruning: shapes, sizes, ONNX parity, criteria, targets."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from pruning.errors import TargetUnreachable
+from pruning.export import export_onnx, parity
+from pruning.importance import CRITERIA
+from pruning.measure import count_macs, count_params
+from pruning.models import build_builtin
+from pruning.models.zoo import ZOO, ZOO_INPUT_SHAPE, build_zoo
+from pruning.structured import ChannelPruner, find_classifier, ratio_for_mac_reduction
+from registry.errors import ConfigError, Conflict
+
+DIGITS_SHAPE = (1, 8, 8)
+
+
+def _model_and_input(name: str) -> tuple[nn.Module, torch.Tensor]:
+    torch.manual_seed(0)
+    if name == "digits-cnn":
+        return build_builtin("digits-cnn").eval(), torch.randn(1, *DIGITS_SHAPE)
+    return build_zoo(name).eval(), torch.randn(1, *ZOO_INPUT_SHAPE)
+
+
+def _calibration(x: torch.Tensor, n: int = 2) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(1)
+    shape = (8, *x.shape[1:])
+    return [
+        (torch.randn(shape, generator=g), torch.randint(0, 10, (8,), generator=g)) for _ in range(n)
+    ]
+
+
+def _widths(model: nn.Module) -> list[int]:
+    return [
+        m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
+        for m in model.modules()
+        if isinstance(m, nn.Conv2d | nn.Linear)
+    ]
+
+
+@pytest.mark.parametrize("name", ["digits-cnn", *sorted(ZOO)])
+def test_pruning_removes_channels_and_exports_matching_onnx(name: str, tmp_path: Path) -> None:
+    model, x = _model_and_input(name)
+    params, macs = count_params(model), count_macs(model, x)
+    ChannelPruner(model, x, criterion="l1", ratio=0.5).step()
+    batch = torch.randn(5, *x.shape[1:])
+    assert model(batch).shape == (5, 10)  # the classifier's outputs are never pruned
+    assert count_params(model) < 0.6 * params
+    assert count_macs(model, x) < 0.6 * macs
+    export_onnx(model, x, tmp_path / "m.onnx")
+    assert parity(model, tmp_path / "m.onnx", batch) < 1e-4
+
+
+def test_find_classifier_is_the_last_layer_run() -> None:
+    model, x = _model_and_input("concat")
+    assert find_classifier(model, x) is model.head.fc
+
+
+@pytest.mark.parametrize("criterion", CRITERIA)
+@pytest.mark.parametrize("name", ["digits-cnn", "grouped"])
+def test_every_criterion_prunes(criterion: str, name: str) -> None:
+    model, x = _model_and_input(name)
+    params = count_params(model)
+    ChannelPruner(model, x, criterion=criterion, ratio=0.25, calibration=_calibration(x)).step()
+    assert count_params(model) < params
+    assert model(torch.randn(2, *x.shape[1:])).shape == (2, 10)
+    assert all(p.grad is None for p in model.parameters())  # no stale gradients left behind
+
+
+def _kill_channels(model: nn.Module, dead: list[int]) -> None:
+    """Zero every weight of ``dead`` channels of GroupedNet.mix: they carry nothing."""
+    conv, bn = model.mix[0], model.mix[1]
+    with torch.no_grad():
+        conv.weight[dead] = 0
+        bn.weight[dead] = 0
+        bn.bias[dead] = 0
+        model.head.fc.weight[:, dead] = 0
+
+
+@pytest.mark.parametrize("criterion", ["l1", "l2", "gradient", "taylor", "activation"])
+def test_criteria_remove_the_channels_that_carry_nothing(criterion: str) -> None:
+    model, x = _model_and_input("grouped")
+    dead = [1, 4, 9, 15, 20, 22, 27, 30]
+    _kill_channels(model, dead)
+    others = [
+        m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear) and m is not model.mix[0]
+    ]
+    batch = torch.randn(6, *x.shape[1:])
+    before = model(batch)
+    pruner = ChannelPruner(
+        model,
+        x,
+        criterion=criterion,
+        ratio=len(dead) / 32,
+        calibration=_calibration(x),
+        ignored_layers=others,
+    )
+    pruner.step()
+    assert model.mix[0].out_channels == 32 - len(dead)
+    # Had a live channel gone instead of a dead one, the logits would move.
+    torch.testing.assert_close(model(batch), before, rtol=0, atol=1e-6)
+    assert bool((model.mix[0].weight.flatten(1).abs().sum(1) > 0).all())
+
+
+def test_random_criterion_is_not_the_dead_channels() -> None:
+    model, x = _model_and_input("grouped")
+    _kill_channels(model, list(range(8)))
+    others = [
+        m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear) and m is not model.mix[0]
+    ]
+    torch.manual_seed(5)
+    ChannelPruner(model, x, criterion="random", ratio=0.25, ignored_layers=others).step()
+    zero_rows = int((model.mix[0].weight.flatten(1).abs().sum(1) == 0).sum())
+    assert zero_rows > 0  # the control keeps some dead channels that l1 would have removed
+
+
+@pytest.mark.parametrize("round_to", [8, 16])
+def test_round_to_keeps_channel_counts_multiples(round_to: int) -> None:
+    model, x = build_builtin("digits-cnn", width=40).eval(), torch.randn(1, *DIGITS_SHAPE)
+    ChannelPruner(model, x, criterion="l1", ratio=0.3, round_to=round_to).step()
+    convs = [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert all(c % round_to == 0 for c in convs), convs  # from widths 40 and 80
+    assert max(convs) < 80
+
+
+def test_round_to_never_empties_a_layer() -> None:
+    model, x = _model_and_input("digits-cnn")  # widths 16 and 32
+    ChannelPruner(model, x, criterion="l1", ratio=0.9, round_to=16).step()
+    assert {m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)} == {16}
+    assert model(torch.randn(2, *DIGITS_SHAPE)).shape == (2, 10)
+
+
+def test_round_to_with_grouped_convs_is_refused() -> None:
+    model, x = _model_and_input("grouped")
+    with pytest.raises(ConfigError, match=r"grouped conv 'grouped\.0'"):
+        ChannelPruner(model, x, criterion="l1", ratio=0.5, round_to=8)
+
+
+def test_iterative_steps_shrink_gradually_to_the_one_shot_width() -> None:
+    model, x = _model_and_input("digits-cnn")
+    one_shot = copy.deepcopy(model)
+    ChannelPruner(one_shot, x, criterion="l1", ratio=0.5).step()
+    pruner = ChannelPruner(model, x, criterion="l1", ratio=0.5, steps=3)
+    seen = [sum(_widths(model))]
+    for _ in range(3):
+        pruner.step()
+        seen.append(sum(_widths(model)))
+    pruner.finish()
+    assert seen == sorted(seen, reverse=True) and len(set(seen)) == 4
+    assert _widths(model) == _widths(one_shot)
+    with pytest.raises(Conflict, match="3 steps"):
+        pruner.step()
+
+
+def _kept_fractions(model: nn.Module, dense: nn.Module) -> set[float]:
+    pairs = zip(model.modules(), dense.modules(), strict=True)
+    return {round(m.out_channels / d.out_channels, 3) for m, d in pairs if isinstance(m, nn.Conv2d)}
+
+
+def test_global_pruning_gives_uneven_widths_uniform_does_not() -> None:
+    dense, x = _model_and_input("digits-cnn")
+    uniform, ranked = copy.deepcopy(dense), copy.deepcopy(dense)
+    ChannelPruner(uniform, x, criterion="l1", ratio=0.5).step()
+    ChannelPruner(ranked, x, criterion="l1", ratio=0.5, global_pruning=True).step()
+    assert _kept_fractions(uniform, dense) == {0.5}
+    assert len(_kept_fractions(ranked, dense)) > 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"criterion": "l3", "ratio": 0.5}, "l1, l2, gradient"),
+        ({"criterion": "l1", "ratio": 1.2}, "0 <= ratio"),
+        ({"criterion": "taylor", "ratio": 0.5}, "calibration"),
+        ({"criterion": "l1", "ratio": 0.5, "steps": 0}, "steps"),
+        ({"criterion": "l1", "ratio": 0.5, "round_to": 0}, "round_to"),
+    ],
+)
+def test_bad_settings_are_config_errors(kwargs: dict, match: str) -> None:
+    model, x = _model_and_input("mlp")
+    with pytest.raises(ConfigError, match=match):
+        ChannelPruner(model, x, **kwargs)
+
+
+def _pruned_reduction(model: nn.Module, x: torch.Tensor, ratio: float, **kw: object) -> float:
+    copy_ = copy.deepcopy(model)
+    ChannelPruner(copy_, x, criterion="l1", ratio=ratio, **kw).step()  # type: ignore[arg-type]
+    return 1 - count_macs(copy_, x) / count_macs(model, x)
+
+
+@pytest.mark.parametrize(
+    ("name", "target", "round_to"), [("digits-cnn", 0.6, None), ("residual", 0.5, 8)]
+)
+def test_ratio_for_mac_reduction_reaches_the_target(
+    name: str, target: float, round_to: int | None
+) -> None:
+    model, x = _model_and_input(name)
+    params = count_params(model)
+    ratio = ratio_for_mac_reduction(model, x, target, round_to=round_to)
+    assert count_params(model) == params  # searched on copies
+    reached = _pruned_reduction(model, x, ratio, round_to=round_to)
+    assert reached >= target
+    # the smallest such ratio: a step below it misses the target
+    assert _pruned_reduction(model, x, ratio - 0.01, round_to=round_to) < target
+    if round_to is None:  # without rounding the MACs move smoothly with the ratio
+        assert reached < target + 0.03
+
+
+def test_unreachable_mac_target_names_target_and_best() -> None:
+    model, x = _model_and_input("digits-cnn")
+    with pytest.raises(TargetUnreachable, match=r"0\.9999.*removes 0\.9\d\d") as err:
+        ratio_for_mac_reduction(model, x, 0.9999)
+    assert isinstance(err.value, ConfigError)
+
+
+def test_mac_reduction_out_of_range_is_a_config_error() -> None:
+    model, x = _model_and_input("mlp")
+    with pytest.raises(ConfigError, match="0 < macs_reduction < 1"):
+        ratio_for_mac_reduction(model, x, 70.0)
+
+
+def test_pruner_setup_leaves_batchnorm_statistics_alone() -> None:
+    model, x = _model_and_input("digits-cnn")
+    model.train()
+    stats = copy.deepcopy(model.stem[0][1].running_mean)
+    ChannelPruner(model, x * 100, criterion="l1", ratio=0.5)
+    assert torch.equal(model.stem[0][1].running_mean, stats)
+    assert model.training
