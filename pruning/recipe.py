@@ -13,7 +13,6 @@ import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ __all__ = [
     "builtin_recipes",
     "load_recipe",
     "parse_recipe",
+    "variant",
 ]
 
 TASKS = ("classification", "embedding")
@@ -64,7 +64,10 @@ TARGETS: dict[str, tuple[tuple[str, ...], str]] = {
 }
 SCHEDULES = ("one-shot", "iterative")
 SCOPES = ("global", "layer")
+SCOPED_METHODS = ("channel", "head", "unstructured")
 DATA_BUILTINS = {"classification": ("digits", "synthetic"), "embedding": ("sentences",)}
+# next to this file (not importlib.resources: tests/pruning can shadow the package's name)
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 NM_SPARSITY = 0.5  # 2:4 keeps 2 of every 4 weights
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -155,6 +158,13 @@ class Recipe:
     source: str | None = None  # the file it came from (for messages and relative paths)
     extra: Mapping[str, Any] = field(default_factory=dict)  # task-specific keys (embedding)
 
+    @property
+    def base_dir(self) -> Path | None:
+        """The recipe file's folder (relative paths and factory imports start there)."""
+        if self.source is None or self.source.startswith("built-in:"):
+            return None
+        return Path(self.source).resolve().parent
+
     def with_seed(self, seed: int) -> Recipe:
         return replace(self, seed=seed)
 
@@ -178,8 +188,7 @@ class Recipe:
 
 def builtin_recipes() -> list[str]:
     """Names of the recipes shipped in ``pruning/recipes/``."""
-    folder = resources.files("pruning") / "recipes"
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
 
 
 def load_recipe(arg: str | Path) -> Recipe:
@@ -190,7 +199,7 @@ def load_recipe(arg: str | Path) -> Recipe:
     if path.is_file():
         text, source, base = path.read_text(encoding="utf-8"), str(path), path.resolve().parent
     elif str(arg) in builtin_recipes():
-        res = resources.files("pruning") / "recipes" / f"{arg}.yaml"
+        res = RECIPES_DIR / f"{arg}.yaml"
         text, source, base = res.read_text(encoding="utf-8"), f"built-in:{arg}", None
     else:
         raise ConfigError(
@@ -249,6 +258,35 @@ ALLOWED_TOP = (
 )  # fmt: skip
 
 
+def variant(
+    recipe: Recipe,
+    *,
+    target: float | None = None,
+    criterion: str | None = None,
+    schedule: str | None = None,
+) -> Recipe:
+    """``recipe`` with another target value (same kind), criterion or schedule kind, validated.
+
+    An iterative schedule keeps the recipe's steps when it iterates already, else takes 4.
+    """
+    changes: dict[str, Any] = {}
+    if target is not None:
+        value: Any = int(target) if recipe.target.kind == "layers" else target
+        changes["target"] = _target({recipe.target.kind: value}, recipe.method)
+    if criterion is not None:
+        changes["criterion"] = _choice(
+            {"criterion": criterion}, "criterion", CRITERIA[recipe.method], "",
+            why=f"for method {recipe.method}",
+        )  # fmt: skip
+    if schedule is not None:
+        steps = recipe.schedule.steps if recipe.schedule.kind == "iterative" else 4
+        raw = {"kind": schedule} if schedule == "one-shot" else {"kind": schedule, "steps": steps}
+        changes["schedule"] = _schedule(raw)
+    new = replace(recipe, **changes)
+    _cross_checks(new)
+    return new
+
+
 # --- sections --------------------------------------------------------------------------------
 
 
@@ -284,8 +322,8 @@ def _model(raw: Any, base_dir: Path | None) -> ModelSpec:
             "(use train: to train them); remove weights or use model.factory"
         )
     builtin = _text(m["builtin"], "model.builtin")
-    shape = _shape(m["input_shape"], "model.input_shape") if "input_shape" in m else None
-    return ModelSpec(builtin=builtin, input_shape=shape, options=_options(m, "model"))
+    given = _shape(m["input_shape"], "model.input_shape") if "input_shape" in m else None
+    return ModelSpec(builtin=builtin, input_shape=given, options=_options(m, "model"))
 
 
 def _data(raw: Any, task: str) -> DataSpec:
@@ -428,10 +466,15 @@ def _cross_checks(recipe: Recipe) -> None:
         raise ConfigError(
             f"round_to={recipe.round_to}: only method channel rounds channel counts; remove it"
         )
-    if recipe.scope is not None and recipe.method != "unstructured":
+    if recipe.scope is not None and recipe.method not in SCOPED_METHODS:
         raise ConfigError(
-            f"scope={recipe.scope}: only method unstructured chooses global or per-layer "
-            f"thresholds (method {recipe.method} does not); remove scope"
+            f"scope={recipe.scope}: only methods {', '.join(SCOPED_METHODS)} rank globally or per "
+            f"layer (method {recipe.method} does not); remove scope"
+        )
+    if recipe.scope == "global" and recipe.target.kind == "macs_reduction":
+        raise ConfigError(
+            "scope=global with target.macs_reduction: the MAC search assumes the same ratio in "
+            "every layer; use scope: layer (the default) or target.ratio"
         )
     if recipe.finetune.distill and recipe.finetune.epochs == 0 and recipe.schedule.steps == 1:
         raise ConfigError(

@@ -1,0 +1,341 @@
+"""``pruneguard prune …`` and ``pruneguard bench``: thin click commands over the pruning package.
+
+Nothing heavy is imported at module level (tests/test_layering.py checks): each command
+imports what it runs. Every PruneguardError becomes a one-line ClickException (exit 1).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from registry.errors import PruneguardError
+
+__all__ = ["bench", "prune"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@contextlib.contextmanager
+def _one_line_errors() -> Iterator[None]:
+    try:
+        yield
+    except PruneguardError as exc:
+        raise click.ClickException(" ".join(str(exc).split())) from exc
+
+
+def _csv(kind: Callable[[str], Any]) -> Callable[[click.Context, click.Parameter, str | None], Any]:
+    def parse(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+        if value is None:
+            return None
+        try:
+            return tuple(kind(v.strip()) for v in value.split(",") if v.strip())
+        except ValueError as exc:
+            raise click.BadParameter(f"{value!r}: expected a comma-separated list ({exc})") from exc
+
+    return parse
+
+
+class RecipeGroup(click.Group):
+    """A group whose unknown first argument is a recipe: ``prune RECIPE`` means ``prune run RECIPE``."""
+
+    default_command = "run"
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=RecipeGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def prune() -> None:
+    """Prune a model from a recipe into dense/ and pruned/ ONNX artifacts.
+
+    \b
+    RECIPE is a YAML file or a built-in name (`pruneguard prune recipes` lists them).
+    Examples:
+      pruneguard prune digits-cnn --out runs/digits
+      pruneguard prune my-recipe.yaml --out runs/mine --json > pruned.json
+      pruneguard prune plan digits-cnn --deploy-target cpu
+      pruneguard prune sweep digits-cnn --out runs/sweep --ratios 0.3,0.5,0.7
+    """
+
+
+@prune.command("run")
+@click.argument("recipe")
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Folder that receives dense/ and pruned/.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the pruned manifest as JSON on stdout (progress stays on stderr).",
+)
+@click.option(
+    "--register/--no-register",
+    default=False,
+    show_default=True,
+    help="Register both artifacts in the model registry (sets champion/shadow/baseline for a new model).",
+)
+@click.option("--seed", type=int, default=None, help="Override the recipe's seed.")
+@click.option(
+    "--threads",
+    type=int,
+    default=None,
+    envvar="PRUNEGUARD_THREADS",
+    show_envvar=True,
+    help="torch threads for training and pruning (default: torch's choice).",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+def run_cmd(
+    recipe: str,
+    out: Path,
+    as_json: bool,
+    register: bool,
+    seed: int | None,
+    threads: int | None,
+    quiet: bool,
+) -> None:
+    """Run RECIPE: train (if asked), prune, finetune, check, export, write OUT/dense and OUT/pruned.
+
+    \b
+    Example:
+      pruneguard prune digits-cnn --out runs/digits --json
+    """
+    from pruning.recipe import load_recipe
+
+    with _one_line_errors():
+        parsed = load_recipe(recipe)
+        if seed is not None:
+            parsed = parsed.with_seed(seed)
+        _set_threads(threads)
+        with contextlib.redirect_stdout(sys.stderr):  # keep stdout for the JSON alone
+            from pruning.pipeline import run
+
+            dense, pruned = run(parsed, out, progress=not quiet)
+        if register:
+            _register(out)
+    if as_json:
+        click.echo(json.dumps(pruned, indent=2, sort_keys=True))
+    else:
+        click.echo(_summary(dense, pruned, out))
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is None:
+        return
+    if threads < 1:
+        raise click.BadParameter(f"{threads}: must be >= 1", param_hint="--threads")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _register(out: Path) -> None:
+    try:
+        from registry import open_registry
+    except ImportError as exc:
+        raise click.ClickException(
+            f"--register needs the registry package ({exc}); run without --register"
+        ) from exc
+    registry = open_registry()
+    if not hasattr(registry, "register_run"):
+        raise click.ClickException(
+            "--register: this registry has no register_run; run without --register and register "
+            "the artifacts with `pruneguard models register`"
+        )
+    try:
+        dense, pruned = registry.register_run(
+            out / "dense", out / "pruned", actor=f"cli:{getpass.getuser()}", set_aliases=True
+        )
+    finally:
+        registry.close()
+    click.echo(f"registered {dense.tag} (dense) and {pruned.tag} (pruned)", err=True)
+
+
+def _summary(dense: dict[str, Any], pruned: dict[str, Any], out: Path) -> str:
+    m = pruned["metrics"]
+    speed = ", ".join(f"{v:.2f}x @ batch {k}" for k, v in m["speedup"].items())
+    lines = [
+        f"{pruned['name']}: accuracy {m['baseline_accuracy']:.4f} → {m['accuracy']:.4f}, "
+        f"params {m['baseline_params']:,} → {m['params']:,}, MACs {m['baseline_macs']:,} → {m['macs']:,}",
+        f"ONNX {m['baseline_onnx_bytes']:,} → {m['onnx_bytes']:,} bytes, speed-up {speed}",
+        f"agreement with dense {m['agreement_with_baseline']:.4f}, parity {m['parity_max_abs_diff']:.2e}",
+        *pruned.get("notes", []),
+        f"artifacts: {out / 'dense'}  {out / 'pruned'}",
+    ]
+    return "\n".join(lines)
+
+
+@prune.command("recipes")
+def recipes_cmd() -> None:
+    """List the built-in recipes, each with the first line of its description.
+
+    \b
+    Example:
+      pruneguard prune recipes
+    """
+    from pruning.recipe import RECIPES_DIR, builtin_recipes
+
+    for name in builtin_recipes():
+        lines = (RECIPES_DIR / f"{name}.yaml").read_text(encoding="utf-8").splitlines()
+        about = next((line.lstrip("# ").strip() for line in lines if line.startswith("#")), "")
+        click.echo(f"{name:<28}{about}")
+
+
+@prune.command("plan")
+@click.argument("recipe")
+@click.option(
+    "--deploy-target",
+    type=click.Choice(["cpu", "gpu-sparse"]),
+    default="cpu",
+    show_default=True,
+    help="Where the pruned model will run.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the advice as JSON.")
+def plan_cmd(recipe: str, deploy_target: str, as_json: bool) -> None:
+    """Advise structured vs unstructured and one-shot vs iterative for RECIPE, and say why.
+
+    \b
+    Example:
+      pruneguard prune plan digits-cnn-unstructured --deploy-target cpu
+    """
+    from pruning.advice import advise_recipe
+    from pruning.recipe import load_recipe
+
+    with _one_line_errors():
+        advice = advise_recipe(load_recipe(recipe), deploy_target)
+    click.echo(json.dumps(advice.as_dict(), indent=2) if as_json else advice.text())
+
+
+@prune.command("sweep")
+@click.argument("recipe")
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Folder for sweep.json and sweep.png.",
+)
+@click.option(
+    "--ratios",
+    callback=_csv(float),
+    help="Targets to try (values of the recipe's target kind), e.g. 0.3,0.5,0.7.",
+)
+@click.option("--criteria", callback=_csv(str), help="Criteria to try, e.g. l2,taylor,random.")
+@click.option(
+    "--schedules",
+    callback=_csv(str),
+    help="Schedules to try: one-shot, iterative (iterative uses the recipe's steps, or 4).",
+)
+@click.option("--seed", type=int, default=None, help="Override the recipe's seed.")
+@click.option(
+    "--threads",
+    type=int,
+    default=None,
+    envvar="PRUNEGUARD_THREADS",
+    show_envvar=True,
+    help="torch threads for training and pruning (default: torch's choice).",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+def sweep_cmd(
+    recipe: str,
+    out: Path,
+    ratios: tuple[float, ...] | None,
+    criteria: tuple[str, ...] | None,
+    schedules: tuple[str, ...] | None,
+    seed: int | None,
+    threads: int | None,
+    quiet: bool,
+) -> None:
+    """Accuracy, MACs and latency across targets, criteria and schedules: a table, sweep.json, sweep.png.
+
+    \b
+    Example:
+      pruneguard prune sweep digits-cnn --out runs/sweep --ratios 0.5,0.7 --criteria l2,random
+    """
+    from pruning.recipe import load_recipe
+
+    with _one_line_errors():
+        parsed = load_recipe(recipe)
+        if seed is not None:
+            parsed = parsed.with_seed(seed)
+        _set_threads(threads)
+        with contextlib.redirect_stdout(sys.stderr):
+            from pruning.sweep import sweep
+
+            result = sweep(
+                parsed,
+                out,
+                targets=ratios,
+                criteria=criteria,
+                schedules=schedules,
+                progress=not quiet,
+            )
+    click.echo(result.table())
+    click.echo(f"wrote {out / 'sweep.json'} and {out / 'sweep.png'}", err=True)
+
+
+@click.command("bench")
+@click.argument("a", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("b", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--batch-sizes",
+    default="1,8",
+    show_default=True,
+    callback=_csv(int),
+    help="Comma-separated batch sizes.",
+)
+@click.option(
+    "--blocks", default=6, show_default=True, help="Alternating blocks of runs per model."
+)
+@click.option(
+    "--runs-per-block", default=11, show_default=True, help="Runs per block (the first is dropped)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def bench(
+    a: Path, b: Path, batch_sizes: tuple[int, ...], blocks: int, runs_per_block: int, as_json: bool
+) -> None:
+    """Compare ONNX Runtime CPU latency of A.onnx and B.onnx (speed-up = A p50 / B p50).
+
+    \b
+    Example:
+      pruneguard bench runs/digits/dense/model.onnx runs/digits/pruned/model.onnx --json
+    """
+    from pruning.benchmark import bench_onnx_pair
+
+    if not batch_sizes or min(batch_sizes) < 1:
+        raise click.BadParameter(
+            "batch sizes must be positive integers, e.g. 1,8", param_hint="--batch-sizes"
+        )
+    with _one_line_errors():
+        try:
+            result = bench_onnx_pair(
+                a, b, batch_sizes=batch_sizes, blocks=blocks, runs_per_block=runs_per_block
+            )
+        except Exception as exc:
+            if not type(exc).__module__.startswith("onnxruntime"):
+                raise
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise click.ClickException(
+                f"cannot load {a} and {b} in ONNX Runtime ({reason}); pass two model.onnx files, "
+                "e.g. OUT/dense/model.onnx OUT/pruned/model.onnx"
+            ) from exc
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    for batch, speedup in result["speedup"].items():
+        pa, pb = result["latency_ms"]["a"][batch]["p50"], result["latency_ms"]["b"][batch]["p50"]
+        click.echo(f"batch {batch}: A p50 {pa:.3f} ms, B p50 {pb:.3f} ms, speed-up {speedup:.2f}x")

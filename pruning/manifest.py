@@ -1,0 +1,244 @@
+"""Building the manifest dict of an artifact (DESIGN §3.2); ``registry.artifact`` writes it.
+
+Pure functions of measured numbers: nothing here runs a model. ``files`` is added by
+``registry.artifact.write_artifact`` from the files it writes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+
+from pruning.recipe import Recipe
+from registry.artifact import REQUIRED_METRICS, SCHEMA
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from torch import nn
+
+    from pruning.pipeline import Evaluation, OnnxMeasure, Prepared
+
+__all__ = [
+    "CPU_SPARSITY_NOTE",
+    "build_manifest",
+    "dense_manifest",
+    "io_spec",
+    "latency_metrics",
+    "pruned_manifest",
+    "reference_frame",
+    "versions",
+]
+
+CPU_SPARSITY_NOTE = (
+    "Unstructured/N:M sparsity: ONNX Runtime on CPU multiplies the zeros like any other weight, "
+    "so latency does not improve (measured speed-up {speedups}); the gain is size after "
+    "compression ({gz} vs {base_gz} gzip bytes). Real speed needs sparse kernels, e.g. 2:4 "
+    "sparse tensor cores on NVIDIA Ampere or newer GPUs, or structured (channel) pruning."
+)
+
+
+def versions() -> dict[str, str | None]:
+    """Installed versions of the libraries that shaped the artifact."""
+
+    def version(dist: str) -> str | None:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    dists = ("torch", "onnx", "onnxruntime", "torch-pruning", "pruneguard")
+    return {d.replace("-", "_"): version(d) for d in dists}
+
+
+def io_spec(
+    *,
+    input_shape: Sequence[int],
+    n_outputs: int,
+    class_labels: Sequence[str],
+    description: str,
+    input_name: str = "input",
+    output_name: str = "logits",
+) -> dict[str, Any]:
+    """Names, dtypes and shapes (batch symbolic) a client needs to call the model."""
+    return {
+        "inputs": [{"name": input_name, "dtype": "float32", "shape": ["batch", *input_shape]}],
+        "outputs": [{"name": output_name, "dtype": "float32", "shape": ["batch", n_outputs]}],
+        "class_labels": list(class_labels),
+        "description": description,
+    }
+
+
+def latency_metrics(
+    dense: Mapping[str, Mapping[str, float]], pruned: Mapping[str, Mapping[str, float]]
+) -> dict[str, Any]:
+    """``latency_ms``, ``baseline_latency_ms`` and ``speedup`` (dense p50 / pruned p50) per batch."""
+    return {
+        "latency_ms": {b: dict(s) for b, s in pruned.items()},
+        "baseline_latency_ms": {b: dict(s) for b, s in dense.items()},
+        "speedup": {b: dense[b]["p50"] / pruned[b]["p50"] for b in pruned},
+    }
+
+
+def build_manifest(
+    *,
+    name: str,
+    kind: str,
+    parent: Mapping[str, Any] | None,
+    pruning: Mapping[str, Any] | None,
+    metrics: Mapping[str, Any],
+    io: Mapping[str, Any],
+    notes: Sequence[str] = (),
+    source: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The manifest, less ``files``. Raises ValueError when a required metric is missing."""
+    missing = REQUIRED_METRICS - set(metrics)
+    if missing:
+        raise ValueError(f"manifest metrics lack {sorted(missing)}")
+    return {
+        "schema": SCHEMA,
+        "name": name,
+        "kind": kind,
+        "parent": dict(parent) if parent is not None else None,
+        "pruning": dict(pruning) if pruning is not None else None,
+        "metrics": dict(metrics),
+        "io": dict(io),
+        "notes": list(notes),
+        "source": dict(source or {}),
+        "versions": versions(),
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+# --- from the pipeline's measurements ----------------------------------------------------------
+
+
+def reference_frame(
+    evaluation: Evaluation, rows: int = 1000, max_features: int = 4096
+) -> pd.DataFrame:
+    """Validation rows as the drift reference: ``f0..fN`` (flattened input), ``label``, ``prediction``.
+
+    Inputs wider than ``max_features`` (images) keep only label and prediction: per-pixel
+    drift columns would be meaningless and huge.
+    """
+    import pandas as pd
+
+    flat = evaluation.inputs[:rows].reshape(min(rows, len(evaluation.inputs)), -1)
+    columns: dict[str, Any] = {}
+    if flat.shape[1] <= max_features:
+        columns = {f"f{i}": flat[:, i].astype("float32") for i in range(flat.shape[1])}
+    frame = pd.DataFrame(columns, index=range(len(flat)))
+    frame["label"] = evaluation.labels[:rows].astype("int64")
+    frame["prediction"] = evaluation.predictions[:rows].astype("int64")
+    return frame
+
+
+def _io(prep: Prepared) -> dict[str, Any]:
+    from pruning.data import class_labels, describe_inputs
+
+    n_out = int(prep.model(prep.example).shape[1])
+    return io_spec(
+        input_shape=list(prep.example.shape[1:]),
+        n_outputs=n_out,
+        class_labels=class_labels(prep.recipe.data, n_out),
+        description=describe_inputs(prep.recipe.data),
+    )
+
+
+def _source(recipe: Recipe) -> dict[str, Any]:
+    model = recipe.model.builtin or recipe.model.factory
+    data = recipe.data.builtin or recipe.data.factory
+    return {"recipe": recipe.source, "model": model, "data": data, "seed": recipe.seed}
+
+
+def _common_notes(recipe: Recipe) -> list[str]:
+    if recipe.data.builtin == "synthetic":
+        return [
+            "Data is synthetic (random images, random labels): accuracy is meaningless; this artifact is for latency."
+        ]
+    return []
+
+
+def dense_manifest(prep: Prepared, onnx: OnnxMeasure) -> dict[str, Any]:
+    b = prep.baseline
+    latency = latency_metrics(onnx.latency["dense"], onnx.latency["dense"])
+    metrics = {
+        "accuracy": b.accuracy,
+        "baseline_accuracy": b.accuracy,
+        "accuracy_drop": 0.0,
+        "params": b.params,
+        "baseline_params": b.params,
+        "params_reduction": 0.0,
+        "macs": b.macs,
+        "baseline_macs": b.macs,
+        "macs_reduction": 0.0,
+        "onnx_bytes": onnx.onnx_bytes["dense"],
+        "baseline_onnx_bytes": onnx.onnx_bytes["dense"],
+        **latency,
+        "parity_max_abs_diff": onnx.parity["dense"],
+        "agreement_with_baseline": 1.0,
+        "validation_rows": len(b.labels),
+    }
+    train = prep.recipe.train
+    training = {"epochs": train.epochs, "lr": train.lr} if train else None
+    return build_manifest(
+        name=prep.recipe.name, kind="dense", parent=None, pruning=None, metrics=metrics,
+        io=_io(prep), notes=_common_notes(prep.recipe),
+        source={**_source(prep.recipe), "train": training},
+    )  # fmt: skip
+
+
+def pruned_manifest(
+    prep: Prepared,
+    pruned: Evaluation,
+    model: nn.Module,
+    onnx: OnnxMeasure,
+    parent: Mapping[str, Any],
+) -> dict[str, Any]:
+    b, recipe = prep.baseline, prep.recipe
+    metrics: dict[str, Any] = {
+        "accuracy": pruned.accuracy,
+        "baseline_accuracy": b.accuracy,
+        "accuracy_drop": b.accuracy - pruned.accuracy,
+        "params": pruned.params,
+        "baseline_params": b.params,
+        "params_reduction": 1.0 - pruned.params / b.params,
+        "macs": pruned.macs,
+        "baseline_macs": b.macs,
+        "macs_reduction": 1.0 - pruned.macs / b.macs,
+        "onnx_bytes": onnx.onnx_bytes["pruned"],
+        "baseline_onnx_bytes": onnx.onnx_bytes["dense"],
+        **latency_metrics(onnx.latency["dense"], onnx.latency["pruned"]),
+        "parity_max_abs_diff": onnx.parity["pruned"],
+        "agreement_with_baseline": float((pruned.predictions == b.predictions).mean()),
+        "validation_rows": len(pruned.labels),
+    }
+    notes = _common_notes(recipe)
+    if recipe.method in ("unstructured", "nm"):
+        notes.append(_sparse_metrics(metrics, model, onnx))
+    pruning = {**recipe.pruning_section(), "resolved_amount": prep.amount}
+    if recipe.target.kind == "macs_reduction":
+        notes.append(
+            f"Target macs_reduction {recipe.target.value:g}: searched channel ratio {prep.amount:.3f}, "
+            f"which removed {metrics['macs_reduction']:.3f} of the MACs."
+        )
+    return build_manifest(
+        name=recipe.name, kind="pruned", parent=parent, pruning=pruning, metrics=metrics,
+        io=_io(prep), notes=notes, source=_source(recipe),
+    )  # fmt: skip
+
+
+def _sparse_metrics(metrics: dict[str, Any], model: nn.Module, onnx: OnnxMeasure) -> str:
+    """Add sparsity and compressed sizes to ``metrics``; return the honest CPU note."""
+    from pruning.unstructured import sparsity_report
+
+    report = sparsity_report(model)
+    metrics["sparsity"] = report["sparsity"]
+    metrics["weight_sparsity"] = report["weight_sparsity"]
+    metrics["onnx_gzip_bytes"] = onnx.gzip_bytes["pruned"]
+    metrics["baseline_onnx_gzip_bytes"] = onnx.gzip_bytes["dense"]
+    speedups = ", ".join(f"{v:.2f}x at batch {k}" for k, v in metrics["speedup"].items())
+    return CPU_SPARSITY_NOTE.format(
+        speedups=speedups, gz=onnx.gzip_bytes["pruned"], base_gz=onnx.gzip_bytes["dense"]
+    )

@@ -1,0 +1,356 @@
+"""The pruning workflow of a recipe: dense baseline → prune on a schedule → finetune → accept
+check → ONNX export → parity and latency → ``OUT/dense`` and ``OUT/pruned`` artifacts.
+
+The stages are separate functions (:func:`prepare`, :func:`prune_copy`, :func:`evaluate`,
+:func:`measure_onnx`) so ``sweep`` can reuse one trained dense model for many variants.
+Nothing appears in ``OUT`` until both artifacts are complete: they are built in a staging
+folder next to it and renamed into place together.
+"""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pruning.errors import AcceptanceFailed
+from pruning.recipe import Recipe
+from registry.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader
+
+__all__ = [
+    "Evaluation",
+    "OnnxMeasure",
+    "Prepared",
+    "check_accept",
+    "evaluate",
+    "measure_onnx",
+    "prepare",
+    "prune_copy",
+    "run",
+]
+
+CALIBRATION_BATCHES = 4
+REFERENCE_ROWS = 1000
+MAX_REFERENCE_FEATURES = 4096
+PARITY_ROWS = 64
+
+
+def _reporter(progress: bool) -> Callable[[str], None]:
+    def say(message: str) -> None:
+        if progress:
+            print(f"[pruneguard] {message}", file=sys.stderr, flush=True)
+
+    return say
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    accuracy: float
+    params: int
+    macs: int
+    inputs: np.ndarray
+    labels: np.ndarray
+    predictions: np.ndarray
+
+
+@dataclass
+class Prepared:
+    """A trained dense model, its frozen teacher copy, the data and the baseline numbers."""
+
+    recipe: Recipe
+    model: nn.Module
+    teacher: nn.Module
+    data: dict[str, DataLoader]
+    example: torch.Tensor
+    baseline: Evaluation
+    amount: float  # what the pruner takes: channel ratio (resolved from a MAC target), sparsity...
+
+
+def evaluate(model: nn.Module, loader: DataLoader, example: torch.Tensor) -> Evaluation:
+    """Held-out accuracy, parameters and per-sample MACs of ``model``."""
+    from pruning.finetune import predict
+    from pruning.measure import count_macs, count_params
+
+    inputs, labels, predictions = predict(model, loader)
+    accuracy = float((labels == predictions).mean()) if len(labels) else 0.0
+    return Evaluation(
+        accuracy=accuracy,
+        params=count_params(model),
+        macs=count_macs(model, example),
+        inputs=inputs,
+        labels=labels,
+        predictions=predictions,
+    )
+
+
+def _context(recipe: Recipe, data: dict[str, DataLoader], example: torch.Tensor) -> Any:
+    import itertools
+
+    import torch.nn.functional as F
+
+    from pruning.schedule import PruneContext
+
+    calibration = list(itertools.islice(iter(_in_order(data["train"])), CALIBRATION_BATCHES))
+    return PruneContext(example_inputs=example, calibration=calibration, loss_fn=F.cross_entropy)
+
+
+def _in_order(loader: DataLoader) -> DataLoader:
+    """The same batches without shuffling: calibration must not depend on what ran before."""
+    from torch.utils.data import DataLoader
+
+    if loader.batch_size is None:  # a custom batch sampler: use it as it is
+        return loader
+    return DataLoader(loader.dataset, batch_size=loader.batch_size, shuffle=False)
+
+
+def prepare(recipe: Recipe, *, progress: bool = True) -> Prepared:
+    """Load data and model, resolve the target, train the dense model if asked, measure it."""
+    import torch
+
+    from pruning.data import load_data
+    from pruning.finetune import train
+    from pruning.models.load import load_model
+    from pruning.schedule import resolve_amount
+
+    say = _reporter(progress)
+    torch.manual_seed(recipe.seed)
+    data = load_data(recipe.data, seed=recipe.seed, search_path=recipe.base_dir)
+    model = load_model(recipe.model, seed=recipe.seed, search_path=recipe.base_dir)
+    example = _example(recipe, data["val"])
+    amount = resolve_amount(recipe, model, _context(recipe, data, example))
+    if recipe.target.kind == "macs_reduction":
+        say(f"macs_reduction {recipe.target.value:g} → channel ratio {amount:.3f}")
+    if recipe.train is not None and recipe.train.epochs > 0:
+        say(f"training the dense model: {recipe.train.epochs} epochs")
+        train(model, data["train"], epochs=recipe.train.epochs, lr=recipe.train.lr,
+              progress=progress, seed=recipe.seed)  # fmt: skip
+    model.eval()
+    teacher = copy.deepcopy(model).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    baseline = evaluate(model, data["val"], example)
+    say(f"dense: accuracy {baseline.accuracy:.4f}, {baseline.params} params, {baseline.macs} MACs")
+    return Prepared(recipe, model, teacher, data, example, baseline, amount)
+
+
+def _example(recipe: Recipe, loader: DataLoader) -> torch.Tensor:
+    x, _ = next(iter(loader))
+    expected = recipe.model.input_shape
+    if expected is not None and tuple(x.shape[1:]) != tuple(expected):
+        raise ConfigError(
+            f"model.input_shape={list(expected)} but the data yields inputs of shape "
+            f"{list(x.shape[1:])}; fix input_shape or the data factory"
+        )
+    return x[:1].clone()
+
+
+def prune_copy(prep: Prepared, recipe: Recipe | None = None, *, progress: bool = True) -> nn.Module:
+    """A pruned and finetuned copy of the dense model, following ``recipe`` (default: prep's).
+
+    ``recipe`` may differ from ``prep.recipe`` in method, criterion, target and schedule (a
+    sweep variant); its amount is resolved again when its target differs.
+    """
+    from pruning.finetune import train
+    from pruning.schedule import build_pruner, resolve_amount, run_schedule
+    from pruning.unstructured import remove_masks
+
+    recipe = recipe or prep.recipe
+    say = _reporter(progress)
+    model = copy.deepcopy(prep.model)
+    ctx = _context(recipe, prep.data, prep.example)
+    resolved_as_prep = (recipe.target, recipe.round_to) == (
+        prep.recipe.target,
+        prep.recipe.round_to,
+    )
+    amount = prep.amount if resolved_as_prep else resolve_amount(recipe, prep.model, ctx)
+    pruner = build_pruner(recipe, model, amount, ctx)
+    teacher = prep.teacher if recipe.finetune.distill else None
+    ft = recipe.finetune
+
+    def recover(step: int) -> None:
+        say(
+            f"step {step + 1}/{recipe.schedule.steps} pruned; recovery finetune {ft.recovery_epochs} epochs"
+        )
+        train(model, prep.data["train"], epochs=ft.recovery_epochs, lr=ft.lr, teacher=teacher,
+              progress=progress, seed=recipe.seed + step + 1)  # fmt: skip
+
+    say(
+        f"pruning: {recipe.method} / {recipe.criterion}, {recipe.schedule.kind} × {recipe.schedule.steps}"
+    )
+    run_schedule(pruner, recipe.schedule.steps, recover)
+    if ft.epochs:
+        say(f"final finetune: {ft.epochs} epochs{' (distilled)' if teacher else ''}")
+        train(model, prep.data["train"], epochs=ft.epochs, lr=ft.lr, teacher=teacher,
+              progress=progress, seed=recipe.seed + 1000)  # fmt: skip
+    pruner.finish()
+    remove_masks(model)  # bake any unstructured masks into plain weights; no-op otherwise
+    return model.eval()
+
+
+def check_accept(recipe: Recipe, baseline: Evaluation, pruned: Evaluation) -> None:
+    """Raise :class:`AcceptanceFailed` when the pruned model misses the accuracy budget."""
+    if recipe.accept is None:
+        return
+    # a tiny epsilon: 0.9750 - 0.9650 must count as a 1-point drop, not 1.0000001
+    if baseline.accuracy - pruned.accuracy > recipe.accept.max_accuracy_drop + 1e-9:
+        raise AcceptanceFailed(
+            baseline_accuracy=baseline.accuracy,
+            accuracy=pruned.accuracy,
+            max_drop=recipe.accept.max_accuracy_drop,
+        )
+
+
+@dataclass(frozen=True)
+class OnnxMeasure:
+    parity: dict[str, float]  # label -> max |torch - ORT|
+    onnx_bytes: dict[str, int]
+    latency: dict[str, dict[str, dict[str, float]]]  # label -> batch -> p50/p95/mean/runs
+    gzip_bytes: dict[str, int]  # label -> gzip size (sparse methods only: zeros compress)
+
+
+def measure_onnx(
+    models: dict[str, nn.Module],
+    example: torch.Tensor,
+    val_inputs: np.ndarray,
+    folder: Path,
+    recipe: Recipe,
+) -> OnnxMeasure:
+    """Export each model to ``folder/<label>.onnx``; parity on validation rows; latency in blocks."""
+    import torch
+
+    from pruning.export import export_onnx, parity
+    from pruning.latency import compare_latency, make_session
+
+    paths = {label: folder / f"{label}.onnx" for label in models}
+    rows = torch.from_numpy(val_inputs[:PARITY_ROWS]).float()
+    diffs = {}
+    for label, model in models.items():
+        export_onnx(model, example, paths[label], opset=recipe.export.opset)
+        diffs[label] = parity(model, paths[label], rows)
+    sessions = {label: make_session(path) for label, path in paths.items()}
+    latency: dict[str, dict[str, dict[str, float]]] = {label: {} for label in models}
+    for batch in recipe.export.batch_sizes:
+        feed = {"input": _batch_of(val_inputs, batch)}
+        stats = compare_latency(
+            sessions,
+            feed,
+            blocks=recipe.export.latency_blocks,
+            runs_per_block=recipe.export.latency_runs,
+        )
+        for label, s in stats.items():
+            latency[label][str(batch)] = s.as_dict()
+    sizes = {label: path.stat().st_size for label, path in paths.items()}
+    gz = {}
+    if recipe.method in ("unstructured", "nm"):
+        gz = {label: len(gzip.compress(path.read_bytes(), 6)) for label, path in paths.items()}
+    return OnnxMeasure(parity=diffs, onnx_bytes=sizes, latency=latency, gzip_bytes=gz)
+
+
+def _batch_of(rows: np.ndarray, batch: int) -> np.ndarray:
+    reps = -(-batch // len(rows))
+    return np.concatenate([rows] * reps)[:batch].astype(np.float32)
+
+
+def run(
+    recipe: Recipe, out_dir: str | os.PathLike[str], *, progress: bool = True
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run ``recipe`` end to end; write ``out_dir/dense`` and ``out_dir/pruned``; return both manifests.
+
+    Recipes with ``task: embedding`` go to :func:`pruning.embedding.run`.
+    """
+    if recipe.task == "embedding":
+        return _run_embedding(recipe, Path(out_dir), progress)
+    out = Path(out_dir)
+    _check_out(out)
+    say = _reporter(progress)
+    prep = prepare(recipe, progress=progress)
+    pruned_model = prune_copy(prep, progress=progress)
+    pruned = evaluate(pruned_model, prep.data["val"], prep.example)
+    say(f"pruned: accuracy {pruned.accuracy:.4f}, {pruned.params} params, {pruned.macs} MACs")
+    check_accept(recipe, prep.baseline, pruned)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=_parent(out)))
+    try:
+        say("exporting to ONNX; measuring parity and latency")
+        onnx = measure_onnx({"dense": prep.model, "pruned": pruned_model}, prep.example,
+                            prep.baseline.inputs, staging, recipe)  # fmt: skip
+        manifests = _write_both(staging, prep, pruned, pruned_model, onnx)
+        _move_into(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    say(f"wrote {out / 'dense'} and {out / 'pruned'}")
+    return manifests
+
+
+def _run_embedding(
+    recipe: Recipe, out: Path, progress: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    from pruning.embedding import run as run_embedding
+
+    _check_out(out)
+    return run_embedding(recipe, out, progress=progress)
+
+
+def _parent(out: Path) -> Path:
+    parent = out.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    return parent
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; pass a directory")
+    for sub in ("dense", "pruned"):
+        if (out / sub).exists():
+            raise ConfigError(
+                f"{out / sub} already exists; choose another --out or remove it first"
+            )
+
+
+def _move_into(staging: Path, out: Path) -> None:
+    """Rename staged ``dense`` and ``pruned`` into ``out``; undo the first if the second fails."""
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    _check_out(out)
+    os.rename(staging / "dense", out / "dense")
+    try:
+        os.rename(staging / "pruned", out / "pruned")
+    except BaseException:
+        os.rename(out / "dense", staging / "dense")
+        if created:
+            out.rmdir()
+        raise
+
+
+def _write_both(
+    staging: Path, prep: Prepared, pruned: Evaluation, pruned_model: nn.Module, onnx: OnnxMeasure
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    from pruning.manifest import dense_manifest, pruned_manifest, reference_frame
+    from registry.artifact import sha256_file, write_artifact
+
+    def writer(label: str, evaluation: Evaluation) -> Callable[[Path], None]:
+        def write_files(tmp: Path) -> None:
+            shutil.copyfile(staging / f"{label}.onnx", tmp / "model.onnx")
+            reference_frame(evaluation).to_parquet(tmp / "reference.parquet", index=False)
+
+        return write_files
+
+    parent = {"sha256": sha256_file(staging / "dense.onnx"), "tag": None}
+    dense = write_artifact(
+        staging / "dense", dense_manifest(prep, onnx), writer("dense", prep.baseline)
+    )
+    pm = pruned_manifest(prep, pruned, pruned_model, onnx, parent)
+    return dense, write_artifact(staging / "pruned", pm, writer("pruned", pruned))

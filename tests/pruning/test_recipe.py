@@ -1,0 +1,189 @@
+"""The recipe validator: each bad key or value gives a message naming it and what is allowed."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pruning.recipe import Target, builtin_recipes, load_recipe, parse_recipe
+from registry.errors import ConfigError
+
+GOOD: dict[str, Any] = {
+    "name": "digits-cnn",
+    "model": {"builtin": "digits-cnn"},
+    "data": {"builtin": "digits"},
+    "train": {"epochs": 2},
+    "method": "channel",
+    "criterion": "taylor",
+    "target": {"ratio": 0.5},
+    "schedule": {"kind": "iterative", "steps": 3},
+    "finetune": {"epochs": 1, "lr": 0.001, "distill": True},
+    "accept": {"max_accuracy_drop": 0.01},
+    "export": {"opset": 18, "batch_sizes": [1, 8]},
+}
+
+
+def _with(**changes: Any) -> dict[str, Any]:
+    recipe = copy.deepcopy(GOOD)
+    for dotted, value in changes.items():
+        *parents, last = dotted.split("__")
+        node = recipe
+        for key in parents:
+            node = node[key]
+        if value is DELETE:
+            del node[last]
+        else:
+            node[last] = value
+    return recipe
+
+
+DELETE = object()
+
+BAD = [
+    # (changes, fragments the one-line message must contain)
+    ({"targt": {"ratio": 0.5}}, ["targt: unknown key", "did you mean 'target'", "allowed"]),
+    ({"model__wieghts": "x"}, ["model.wieghts: unknown key", "weights"]),
+    (
+        {"target": {"ratio": 1.5}},
+        ["target.ratio=1.5", "must be > 0 and < 1", "fraction of channels"],
+    ),
+    ({"target": {"ratio": 0}}, ["target.ratio=0", "must be > 0 and < 1"]),
+    ({"target": {"ratio": 1}}, ["target.ratio=1", "must be > 0 and < 1"]),
+    ({"target": {"ratio": -0.2}}, ["target.ratio=-0.2", "must be > 0 and < 1"]),
+    ({"target": {"ratio": "half"}}, ["target.ratio='half'", "must be a number"]),
+    (
+        {"target": {"sparsity": 0.8}},
+        ["target.sparsity", "method channel", "ratio or macs_reduction"],
+    ),
+    ({"target": {"ratio": 0.5, "macs_reduction": 0.5}}, ["exactly one of"]),
+    ({"target": {}}, ["exactly one of"]),
+    ({"target": DELETE}, ["target: must be a mapping, got missing"]),
+    ({"method": "channels"}, ["method='channels'", "channel, head, layer, unstructured, nm"]),
+    ({"method": DELETE}, ["method is missing"]),
+    ({"criterion": "magnitude"}, ["criterion='magnitude'", "for method channel"]),
+    ({"schedule__kind": "gradual"}, ["schedule.kind='gradual'", "one-shot, iterative"]),
+    ({"schedule": {"kind": "one-shot", "steps": 3}}, ["schedule.steps=3", "one-shot"]),
+    ({"schedule__steps": 1}, ["schedule.steps=1", ">= 2"]),
+    ({"finetune__distill": "yes"}, ["finetune.distill='yes'", "true or false"]),
+    ({"finetune__lr": 5}, ["finetune.lr=5", "> 0 and < 1"]),
+    ({"finetune__epochs": -1}, ["finetune.epochs=-1", "integer >= 0"]),
+    ({"accept__max_accuracy_drop": 2}, ["accept.max_accuracy_drop=2", "between 0 and 1"]),
+    ({"export__batch_sizes": [0]}, ["export.batch_sizes=[0]", "positive integers"]),
+    ({"export__opset": 9}, ["export.opset=9", "between 17 and 23"]),
+    ({"name": "Digits CNN"}, ["name='Digits CNN'", "lowercase"]),
+    ({"model": {"builtin": "digits-cnn", "factory": "a:b"}}, ["model: give exactly one of"]),
+    (
+        {"model": {"factory": "not a factory", "input_shape": [1, 8, 8]}},
+        ["model.factory=", "module:callable"],
+    ),
+    ({"model": {"factory": "pkg.mod:make"}}, ["model.input_shape is missing"]),
+    (
+        {"model": {"builtin": "digits-cnn", "weights": "w.safetensors"}},
+        ["model.weights", "factory"],
+    ),
+    ({"data": {"builtin": "mnist"}}, ["data.builtin='mnist'", "digits, synthetic"]),
+    ({"data": {"builtin": "synthetic"}}, ["data.shape is missing"]),
+    ({"data": {"builtin": "digits", "classes": 3}}, ["data.classes", "synthetic"]),
+    (
+        {"round_to": 8, "method": "unstructured", "criterion": "l1", "target": {"sparsity": 0.5}},
+        ["round_to=8", "only method channel"],
+    ),
+    (
+        {"scope": "layer", "method": "nm", "criterion": "l1", "target": {"sparsity": 0.5}},
+        ["scope=layer", "only methods channel, head, unstructured"],
+    ),
+    ({"scope": "global", "target": {"macs_reduction": 0.5}}, ["scope=global", "use scope: layer"]),
+    ({"scope": "everywhere"}, ["scope='everywhere'", "global, layer"]),
+    (
+        {"method": "nm", "criterion": "l1", "target": {"sparsity": 0.7}},
+        ["target.sparsity=0.7", "2:4"],
+    ),
+    (
+        {"method": "layer", "criterion": "ablation", "target": {"layers": 0}},
+        ["target.layers=0", "integer >= 1"],
+    ),
+    ({"task": "detection"}, ["task='detection'", "classification, embedding"]),
+    ({"embedding": {"x": 1}}, ["embedding:", "task: embedding"]),
+]
+
+
+@pytest.mark.parametrize(("changes", "fragments"), BAD, ids=[str(c)[:60] for c, _ in BAD])
+def test_bad_recipe_names_key_value_and_allowed(
+    changes: dict[str, Any], fragments: list[str]
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_recipe(_with(**changes))
+    message = str(err.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+
+
+def test_good_recipe_parses_into_frozen_config() -> None:
+    recipe = parse_recipe(GOOD)
+    assert recipe.target == Target("ratio", 0.5)
+    assert recipe.schedule.steps == 3
+    assert recipe.finetune.distill is True
+    assert recipe.export.batch_sizes == (1, 8)
+    with pytest.raises(AttributeError):
+        recipe.method = "nm"  # type: ignore[misc]
+    assert recipe.pruning_section()["target"] == {"ratio": 0.5}
+
+
+def test_defaults_fill_optional_sections() -> None:
+    recipe = parse_recipe(_with(schedule=DELETE, finetune=DELETE, accept=DELETE, criterion=DELETE))
+    assert recipe.schedule.kind == "one-shot" and recipe.schedule.steps == 1
+    assert recipe.accept is None
+    assert recipe.criterion == "l2"
+    assert recipe.task == "classification"
+
+
+def test_nm_implies_half_sparsity() -> None:
+    recipe = parse_recipe(_with(method="nm", criterion="l1", target=DELETE))
+    assert recipe.target == Target("sparsity", 0.5)
+
+
+def test_head_and_layer_methods_accept_their_fields() -> None:
+    heads = parse_recipe(_with(method="head", criterion="ablation", target={"heads": 0.4}))
+    layers = parse_recipe(_with(method="layer", criterion="magnitude", target={"layers": 3}))
+    assert heads.target == Target("heads", 0.4)
+    assert layers.target.as_dict() == {"layers": 3}
+
+
+def test_embedding_task_takes_its_own_section() -> None:
+    raw = _with(task="embedding", data={"builtin": "sentences"}, method="head", criterion="taylor")
+    raw["target"] = {"heads": 0.4}
+    raw["embedding"] = {"min_cosine": 0.95}
+    recipe = parse_recipe(raw)
+    assert recipe.task == "embedding" and recipe.extra == {"min_cosine": 0.95}
+
+
+@pytest.mark.parametrize("name", builtin_recipes())
+def test_builtin_recipes_load_by_name(name: str) -> None:
+    assert load_recipe(name).source == f"built-in:{name}"
+
+
+def test_load_recipe_from_path_resolves_weights_next_to_it(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        "name: mine\nmodel: {factory: 'pkg.mod:make', weights: w.safetensors, input_shape: [1, 8, 8]}\n"
+        "data: {builtin: digits}\nmethod: channel\ntarget: {ratio: 0.3}\n"
+    )
+    recipe = load_recipe(path)
+    assert recipe.model.weights == tmp_path / "w.safetensors"
+    assert recipe.base_dir == tmp_path
+
+
+def test_unknown_recipe_name_lists_builtins() -> None:
+    with pytest.raises(ConfigError, match=r"neither a file nor a built-in recipe.*digits-cnn"):
+        load_recipe("no-such-recipe")
+
+
+def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text("name: x\nmodel: {builtin: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_recipe(path)
