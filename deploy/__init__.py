@@ -11,7 +11,9 @@ Modules (one noun each; only :mod:`deploy.service` imports BentoML):
 - :mod:`deploy.metrics`    the ``pruneguard_*`` Prometheus metrics (METRIC_NAMES)
 - :mod:`deploy.runtime`    a replica: the pieces above wired together
 - :mod:`deploy.admin`      optional token-protected promote/rollback endpoints
+- :mod:`deploy.boundary`   JSON-only content-type rule (415), one-line logs for 4xx
 - :mod:`deploy.service`    the BentoML service (``bentoml serve deploy.service:PruneguardService``)
+- :mod:`deploy.launch`     ``bentoml`` with a private Prometheus multiprocess dir
 - :mod:`deploy.cli`        ``pruneguard serve NAME``
 
 See docs/serving.md.

@@ -2,8 +2,10 @@
 
 The options become a :class:`deploy.config.ServeConfig`, passed to every BentoML worker
 through ``PRUNEGUARD_*`` environment variables, then this process *becomes* ``bentoml serve
-deploy.service:PruneguardService`` (exec), so signals reach BentoML directly. Nothing heavy
-is imported at module level.
+deploy.service:PruneguardService`` (exec), so signals reach BentoML directly. It is run
+through :mod:`deploy.launch`, which gives this server a Prometheus multiprocess directory
+of its own (servers sharing a BENTOML_HOME would otherwise empty each other's). Nothing
+heavy is imported at module level.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import click
 __all__ = ["build_command", "serve"]
 
 SERVICE = "deploy.service:PruneguardService"
+LAUNCHER = "deploy.launch"  # `python -m deploy.launch ARGS` = `bentoml ARGS`, private metrics dir
 ROOT = Path(__file__).resolve().parent.parent  # holds the deploy/ package
 
 
@@ -35,7 +38,7 @@ def build_command(config: object, *, host: str, port: int) -> tuple[list[str], d
     argv = [
         sys.executable,
         "-m",
-        "bentoml",
+        LAUNCHER,
         "serve",
         SERVICE,
         "--host",

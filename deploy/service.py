@@ -6,8 +6,10 @@ aliases from the registry named by its environment (see :mod:`deploy.config`) wh
 starts, and follows them while it runs (:mod:`deploy.swap`).
 
 Status codes: 400 for a request that does not match the model (the body names the
-problem), 503 while no champion is loaded or the database is unreachable; a 5xx is never
-the answer to bad input.
+problem), 415 for a body that is not sent as ``application/json``
+(:class:`deploy.boundary.JsonOnly`), 503 while no champion is loaded or the database is
+unreachable; a 5xx is never the answer to bad input, and a 4xx is logged as one INFO line
+(:class:`deploy.boundary.ClientErrorLogFilter`), not as an ERROR with a traceback.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import bentoml
 
 from deploy.admin import AdminAPI, AdminDenied
-from deploy.config import ServeConfig
+from deploy.boundary import ClientErrorLogFilter, JsonOnly
+from deploy.config import ENV, ServeConfig
 from deploy.runtime import NotReady, Replica
 from deploy.validation import ValidationError
 from registry.errors import ConfigError, Conflict, NotFound, PruneguardError, Unavailable
@@ -32,6 +35,11 @@ log = logging.getLogger(__name__)
 
 # Decided when BentoML imports this module (before any worker exists): the worker count.
 _WORKERS = int(os.environ.get("PRUNEGUARD_SERVE_WORKERS") or 1)
+
+# The routes that take a JSON body (BentoML's /readyz, /livez, /metrics are not ours).
+JSON_ROUTES = ("/predict", "/feedback", "/status", "/admin/promote", "/admin/rollback")
+# BentoML logs an exception raised while handling a request on this logger.
+BENTOML_REQUEST_LOGGER = "bentoml._internal.server.http_app"
 
 # Each error class -> HTTP status; the most specific class listed first wins.
 _STATUS: tuple[tuple[type[Exception], int], ...] = (
@@ -56,6 +64,33 @@ def _error(ctx: bentoml.Context, exc: Exception) -> dict[str, Any]:
     return body
 
 
+def _bentoml_status(exc: BaseException) -> int | None:
+    """The status BentoML's endpoint wrapper answers ``exc`` with (None: not one it maps)."""
+    from bentoml.exceptions import BentoMLException
+    from pydantic import ValidationError as BodyError
+
+    if isinstance(exc, BodyError):
+        return 400
+    if isinstance(exc, BentoMLException):
+        return int(exc.error_code)
+    return None
+
+
+def quiet_client_errors() -> None:
+    """Log a request BentoML answers with a 4xx as one INFO line (idempotent)."""
+    logger = logging.getLogger(BENTOML_REQUEST_LOGGER)
+    if not any(isinstance(f, ClientErrorLogFilter) for f in logger.filters):
+        logger.addFilter(ClientErrorLogFilter(_bentoml_status))
+
+
+def _count_rejected(path: str, media_type: str) -> None:
+    from deploy.metrics import default_metrics
+
+    model = os.environ.get(ENV["model"], "")
+    default_metrics().invalid_requests.labels(model, "content_type").inc()
+    log.info("refused %s with Content-Type %r -> 415", path, media_type)
+
+
 async def _off_loop(
     ctx: bentoml.Context, func: Callable[..., dict[str, Any]], *args: Any
 ) -> dict[str, Any]:
@@ -77,6 +112,7 @@ class PruneguardService:
         # threads: a 1 ms switch interval (default 5 ms) bounds how long a request waits
         # behind them.
         sys.setswitchinterval(0.001)
+        quiet_client_errors()
         self.config = ServeConfig.from_env()
         self.replica = Replica.open(self.config)
         self.admin = AdminAPI(self.replica)
@@ -98,8 +134,10 @@ class PruneguardService:
             return _error(ctx, exc)
 
     @bentoml.api(route="/feedback")
-    async def feedback(self, request_id: str, label: int, ctx: bentoml.Context) -> dict[str, Any]:
+    async def feedback(self, request_id: Any, label: Any, ctx: bentoml.Context) -> dict[str, Any]:
         """Record the true class of an earlier request; 200 only once it is in the database."""
+        # Typed Any so that pydantic coerces nothing ("3" or true is not the label 3):
+        # deploy.validation.validate_feedback is strict and names the problem.
         # A database write may wait on a lock: keep it off the /predict thread pool.
         return await _off_loop(ctx, self.replica.feedback, request_id, label)
 
@@ -129,3 +167,9 @@ class PruneguardService:
         except PruneguardError as exc:
             return _error(ctx, exc)
         return await _off_loop(ctx, self.admin.rollback, reason, to)
+
+
+# @bentoml.service returns a bentoml.Service at run time; its type stub keeps the class.
+_SERVICE = cast("bentoml.Service[PruneguardService]", PruneguardService)
+_SERVICE.add_asgi_middleware(JsonOnly, paths=JSON_ROUTES, on_reject=_count_rejected)
+quiet_client_errors()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from deploy.cli import SERVICE, build_command, serve
+from deploy.cli import LAUNCHER, SERVICE, build_command, serve
 from deploy.config import ENV, ServeConfig
 from registry.errors import ConfigError
 
@@ -47,7 +47,7 @@ def test_bad_env_names_the_variable(env: dict[str, str], words: str) -> None:
 def test_command_runs_bentoml_serve_on_loopback_with_the_config_in_env(tmp_path: Path) -> None:
     config = ServeConfig(model="digits", home=tmp_path, shadow_sample=0.5)
     argv, env = build_command(config, host="127.0.0.1", port=3123)
-    assert argv[:5] == [sys.executable, "-m", "bentoml", "serve", SERVICE]
+    assert argv[:5] == [sys.executable, "-m", LAUNCHER, "serve", SERVICE]
     assert (
         argv[argv.index("--host") + 1] == "127.0.0.1" and argv[argv.index("--port") + 1] == "3123"
     )

@@ -17,6 +17,8 @@ MODULES = [
     "deploy.runtime",
     "deploy.admin",
     "deploy.service",
+    "deploy.boundary",
+    "deploy.launch",
     "deploy.cli",
     "registry.predictions",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from deploy.validation import InputSpec, ValidationError
 from registry.errors import ArtifactError
 
 
-def test_load_predicts_probabilities(artifact_factory) -> None:  # type: ignore[no-untyped-def]
+def test_load_predicts_probabilities(artifact_factory: Any) -> None:
     model = LoadedModel.load(artifact_factory(seed=3, kind="pruned"), tag="digits:abc")
     assert (model.name, model.version, model.kind, model.n_classes) == (
         "digits",
@@ -32,7 +33,7 @@ def test_softmax_is_stable_for_large_logits() -> None:
     np.testing.assert_allclose(out, [[0.5, 0.5, 0.0]])
 
 
-def test_rows_the_graph_rejects_are_a_validation_error(artifact_factory) -> None:  # type: ignore[no-untyped-def]
+def test_rows_the_graph_rejects_are_a_validation_error(artifact_factory: Any) -> None:
     model = LoadedModel.load(artifact_factory(seed=3), tag="digits:abc")
     loose = dataclasses.replace(model, spec=InputSpec("input", "float32", ("batch", "c", "h", "w")))
     batch = loose.validate([[[[1.0] * 4] * 4]], max_batch=4)  # passes the (dynamic) io spec
@@ -41,7 +42,7 @@ def test_rows_the_graph_rejects_are_a_validation_error(artifact_factory) -> None
     assert info.value.problem == "rejected_by_model"
 
 
-def test_output_not_matching_the_class_labels_is_refused_at_load(artifact_factory) -> None:  # type: ignore[no-untyped-def]
+def test_output_not_matching_the_class_labels_is_refused_at_load(artifact_factory: Any) -> None:
     path = artifact_factory(seed=3)
     manifest = json.loads((path / "manifest.json").read_text())
     manifest["io"]["class_labels"] = ["a", "b", "c"]

@@ -215,10 +215,13 @@ def test_openapi_fuzz_never_gets_a_5xx(served: tuple[Server, Models]) -> None:
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
     from schemathesis import GenerationMode
+    from schemathesis.core.result import Ok
 
     server, _ = served
     schema = schemathesis.openapi.from_dict(httpx.get(f"{server.url}/docs.json").json())
-    operations = [result.ok() for result in schema.get_all_operations()]
+    results = list(schema.get_all_operations())
+    assert all(isinstance(r, Ok) for r in results), results  # every operation parsed
+    operations = [r.ok() for r in results if isinstance(r, Ok)]
     posts = [op for op in operations if op.method.upper() == "POST"]
     assert {op.path for op in posts} >= {"/predict", "/feedback"}
     modes = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
@@ -299,3 +302,101 @@ def test_near_valid_inputs_get_200_or_400_and_the_server_stays_up(
         check()
     assert server.alive()
     assert statuses == {200, 400}
+
+
+@pytest.mark.parametrize(
+    "label",
+    ["3", True, False, 3.0, -1, 10, None, [3], {"label": 3}, "three"],
+    ids=repr,
+)
+def test_feedback_label_must_be_a_json_integer_class(client: httpx.Client, label: Any) -> None:
+    """No coercion: "3" and true are not the label 3 (or 1); 10 is outside the 10 classes."""
+    response = client.post("/feedback", json={"request_id": "strict-1", "label": label})
+    assert response.status_code == 400, (label, response.text)
+    body = response.json()
+    assert body["problem"] == "label" and "label" in body["error"], body
+
+
+def test_feedback_request_id_must_be_a_string(client: httpx.Client) -> None:
+    response = client.post("/feedback", json={"request_id": 12345, "label": 3})
+    assert response.status_code == 400, response.text
+    assert response.json()["problem"] == "request_id"
+
+
+def test_feedback_accepts_an_integer_label_in_range(
+    served: tuple[Server, Models], client: httpx.Client
+) -> None:
+    _, models = served
+    response = client.post("/feedback", json={"request_id": "strict-ok", "label": 9})
+    assert response.status_code == 200, response.text
+    with models.registry.engine.connect() as conn:
+        row = conn.execute(
+            feedback_table.select().where(feedback_table.c.request_id == "strict-ok")
+        ).one()
+    assert row.label == 9 and isinstance(row.label, int)
+
+
+NOT_JSON = {
+    "multipart-no-boundary": ("multipart/form-data", b""),
+    "multipart-garbage": ("multipart/form-data; boundary=pg", b"\x00"),
+    "form-urlencoded": ("application/x-www-form-urlencoded", b"inputs=1"),
+    "text-plain-json-body": ("text/plain", b'{"request_id": "r1", "label": 1}'),
+    "pickle": ("application/vnd.bentoml+pickle", b"\x80\x04N."),
+}
+
+
+def _invalid(server: Server, problem: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "pruneguard_invalid_requests_total" and s.labels.get("problem") == problem
+    )
+
+
+@pytest.mark.parametrize("case", sorted(NOT_JSON))
+def test_a_body_not_sent_as_json_is_a_415_naming_the_fix(
+    served: tuple[Server, Models], client: httpx.Client, case: str
+) -> None:
+    server, _ = served
+    content_type, body = NOT_JSON[case]
+    before = _invalid(server, "content_type")
+    for path in ("/predict", "/feedback"):
+        response = client.post(path, content=body, headers={"content-type": content_type})
+        assert response.status_code == 415, (path, response.text)
+        assert "send Content-Type: application/json" in response.json()["error"]
+        assert response.json()["problem"] == "content_type"
+    assert _invalid(server, "content_type") == before + 2
+    assert server.alive()
+
+
+@pytest.mark.parametrize("content_type", [None, "application/json; charset=utf-8"])
+def test_json_with_parameters_or_without_a_content_type_is_served(
+    client: httpx.Client, content_type: str | None
+) -> None:
+    import json
+
+    headers = {"content-type": content_type} if content_type else {}
+    response = client.post("/predict", content=json.dumps({"inputs": [ROW]}), headers=headers)
+    assert response.status_code == 200, response.text
+
+
+def test_a_rejected_body_is_logged_as_one_info_line(served: tuple[Server, Models]) -> None:
+    """BentoML logs the pydantic error of a body it answers 400 at ERROR with a traceback;
+    the service turns that into one INFO line."""
+    server, _ = served
+    marker = "quiet-marker-7f3a"
+    for path, body in (("/predict", {"inputs": marker}), ("/feedback", {"request_id": marker})):
+        response = httpx.post(f"{server.url}{path}", json=body, timeout=30)
+        assert response.status_code == 400, response.text
+
+    def marked() -> list[str]:
+        return [ln for ln in server.log_path.read_text().splitlines() if marker in ln]
+
+    wait_for(lambda: len(marked()) == 2)
+    assert all("[INFO]" in ln and "-> 400" in ln for ln in marked()), marked()
+    full = server.log_path.read_text()
+    assert "Traceback" not in full and "[ERROR]" not in full, full[-5000:]

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 from serving_support import MODEL, ROW, Models
+
+if TYPE_CHECKING:
+    import bentoml  # imported for real only once BENTOML_HOME is set
 
 
 @pytest.fixture
@@ -16,7 +19,7 @@ def service(models: Models, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.setenv("PRUNEGUARD_HOME", str(models.home))
     from deploy.service import PruneguardService
 
-    instance = PruneguardService.inner()
+    instance = cast("bentoml.Service[PruneguardService]", PruneguardService).inner()
     yield instance
     instance.shutdown()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -84,7 +85,7 @@ def test_full_queue_drops_and_counts_without_blocking() -> None:
     assert agree == 3  # the three accepted jobs ran once released
 
 
-def test_worker_runs_real_models_and_reports(artifact_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_worker_runs_real_models_and_reports(artifact_factory: Any, tmp_path: Path) -> None:
     champion = LoadedModel.load(artifact_factory(seed=1), tag="digits:c")
     shadow = LoadedModel.load(artifact_factory(seed=2), tag="digits:s")
     reg = CollectorRegistry()
@@ -109,6 +110,7 @@ def test_worker_runs_real_models_and_reports(artifact_factory, tmp_path: Path) -
     agree = reg.get_sample_value(
         "pruneguard_shadow_comparisons_total", {"model": "digits", "outcome": "agree"}
     )
+    assert agree is not None and disagree is not None
     assert agree + disagree == 16 and disagree > 0  # different seeds: measurably different models
     assert (
         reg.get_sample_value("pruneguard_shadow_probability_distance_count", {"model": "digits"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry
@@ -55,8 +56,8 @@ def test_follows_promote_and_rollback(models: Models) -> None:
 
 
 def test_refuses_a_corrupted_version_and_keeps_serving_the_old(
-    models: Models, artifact_factory
-) -> None:  # type: ignore[no-untyped-def]
+    models: Models, artifact_factory: Any
+) -> None:
     reg = CollectorRegistry()
     swapper = _swapper(models, reg)
     swapper.refresh()

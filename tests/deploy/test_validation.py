@@ -15,7 +15,7 @@ ROW = [[[0.5] * 8 for _ in range(8)]]
 
 
 def _with(value: object) -> list[object]:
-    row = [[[0.5] * 8 for _ in range(8)]]
+    row: list[list[list[object]]] = [[[0.5] * 8 for _ in range(8)]]
     row[0][3][4] = value
     return [row]
 

@@ -68,17 +68,6 @@ class PgDatabase:
             self.admin.dispose()
 
 
-def replica_env(home: Path, name: str) -> dict[str, str]:
-    """Environment for a replica with a BENTOML_HOME of its own whose ``models/`` is the shared
-    store (a symlink), laid out as on Kubernetes (deploy/k8s): the model store volume is
-    shared, the Prometheus multiprocess directory, which BentoML empties when a server
-    starts, is private to the replica."""
-    own = home / f"replica-{name}"
-    own.mkdir()
-    (own / "models").symlink_to(home / "bentoml" / "models", target_is_directory=True)
-    return {"BENTOML_HOME": str(own)}
-
-
 def descendants(pid: int) -> list[int]:
     """Every process under ``pid`` (from /proc/<pid>/task/*/children)."""
     found: list[int] = []

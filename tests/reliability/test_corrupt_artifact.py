@@ -23,7 +23,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
-from reliability_support import MODEL, metric, predict_version, registry_state, replica_env
+from reliability_support import MODEL, metric, predict_version, registry_state
 from serving_support import Server, make_models, wait_for
 
 from registry import db
@@ -84,7 +84,7 @@ def test_corrupt_artifact_is_refused_and_the_old_version_keeps_serving(
 ) -> None:
     models = make_models(pruneguard_home, tmp_path / "artifacts")
     registry, good = models.registry, models.champion_version
-    server = Server(pruneguard_home, env=replica_env(pruneguard_home, "a"))
+    server = Server(pruneguard_home)
     late: Server | None = None
     traffic: VersionLog | None = None
     try:
@@ -117,7 +117,7 @@ def test_corrupt_artifact_is_refused_and_the_old_version_keeps_serving(
         assert predict_version(server.url) == good
 
         # A replica starting now must not serve the broken champion.
-        late = Server(pruneguard_home, env=replica_env(pruneguard_home, "b"))
+        late = Server(pruneguard_home)
         wait_for(lambda: late.alive() and _answers(late.url, "/readyz") == 503, timeout=120)
         reply = httpx.post(f"{late.url}/predict", json={"inputs": [[[[5.0] * 8] * 8]]})
         assert reply.status_code == 503 and "no champion" in reply.json()["error"]

@@ -129,7 +129,11 @@ def test_fuzzed_non_json_bodies_never_get_a_5xx(served: tuple[Server, Models]) -
             "application/json",
             "text/plain",
             "application/octet-stream",
-            "application/x-www-form-urlencoded",  # multipart: test_malformed_multipart_...
+            "application/x-www-form-urlencoded",
+            "multipart/form-data",  # no boundary
+            "multipart/form-data; boundary=pg",
+            "application/vnd.bentoml+pickle",
+            "application/problem+json",  # a JSON type: parsed as JSON
         ]
     )
     with httpx.Client(base_url=server.url, timeout=30) as client:

@@ -25,7 +25,6 @@ from reliability_support import (
     PgDatabase,
     metric,
     predict_version,
-    replica_env,
     rollbacks,
     send_labelled_traffic,
 )
@@ -62,10 +61,7 @@ def test_two_replicas_two_agents_exactly_one_rollback(
     url = pg_database.url
     env = make_env(pruneguard_home, artifact_factory, db_url=url)
     pruned, dense = env.champion.split(":", 1)[1], env.shadow.split(":", 1)[1]
-    replicas = [
-        Server(env.home, db_url=url, extra=("--shadow-sample", "1.0"), env=replica_env(env.home, n))
-        for n in ("a", "b")
-    ]
+    replicas = [Server(env.home, db_url=url, extra=("--shadow-sample", "1.0")) for _ in "ab"]
     agents: list[AgentProcess] = []
     try:
         for server in replicas:
