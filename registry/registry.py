@@ -50,6 +50,17 @@ UNCHECKED: Any = _Unchecked()
 DEFAULT_RUN_ALIASES = {"champion": "pruned", "shadow": "dense", "baseline": "dense"}
 
 
+def _first_moves(moves: Mapping[str, str]) -> builtins.list[tuple[str, str]]:
+    """The first alias moves of a model, in order. When the champion is not the baseline
+    (a pruned champion over a dense baseline), the baseline is made champion first, so the
+    history holds a prior champion and the first rollback has somewhere to go."""
+    ordered = list(moves.items())
+    baseline = moves.get("baseline")
+    if baseline is not None and moves.get("champion") not in (None, baseline):
+        ordered.insert(0, ("champion", baseline))
+    return ordered
+
+
 @dataclass(frozen=True)
 class _Move:
     """One requested alias move. ``expected``: the tag the alias must hold now (compare-and-
@@ -402,7 +413,7 @@ class Registry:
             q.lock_revision(conn)
             if q.alias_value(conn, name, "champion") is not None:
                 return
-            for alias, tag in moves.items():
+            for alias, tag in _first_moves(moves):
                 if q.alias_value(conn, name, alias) != tag:
                     move = _Move(name, alias, tag, actor, "set_alias", reason)
                     self._move(conn, move.checked(shas[tag]))

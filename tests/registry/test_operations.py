@@ -62,6 +62,10 @@ def test_register_run_links_lineage_and_sets_first_aliases(registry, base_artifa
     assert set(chain[1]["delta"]) == {"accuracy", "params_ratio", "macs_ratio", "speedup"}
     assert chain[1]["delta"]["accuracy"] == pytest.approx(0.0)
     assert [link["tag"] for link in registry.lineage(dense.tag)] == [dense.tag, pruned.tag]
+    # The dense baseline is recorded as the first champion, so a pruned champion can be
+    # rolled back from the very first run.
+    back = registry.rollback(MODEL, actor="agent:test", reason="accuracy fell")
+    assert (back.from_version, back.to_version) == (pruned.tag, dense.tag)
 
 
 def test_a_second_run_does_not_move_aliases_and_aliases_are_configurable(
@@ -121,12 +125,13 @@ def test_promote_rollback_and_history(registry, base_artifacts) -> None:
         "rollback",
     )
     assert last.ts.endswith("+00:00")
-    # The rollback undid the promotion: there is nothing before the first champion.
+    # The rollback undid the promotion; the next one undoes the first prune run, whose dense
+    # baseline was recorded as the first champion; before that there is nothing.
+    assert registry.rollback(MODEL, actor="bob").to_version == dense.tag
     with pytest.raises(Conflict, match="no prior version"):
         registry.rollback(MODEL, actor="bob")
-    to = registry.rollback(MODEL, actor="bob", to=dense.tag, reason="dense is safest")
-    assert to.to_version == dense.tag
-    assert registry.rollback(MODEL, actor="bob").to_version == pruned.tag
+    to = registry.rollback(MODEL, actor="bob", to=pruned.tag, reason="pruned is fine again")
+    assert (to.from_version, to.to_version) == (dense.tag, pruned.tag)
     assert [e.id for e in registry.history(MODEL, limit=2)] == [
         e.id for e in registry.history()[-2:]
     ]
@@ -205,7 +210,13 @@ def test_export_then_import_on_another_machine(
 
 @pytest.fixture
 def populated(registry, base_artifacts) -> Any:
-    registry.register_run(base_artifacts["dense"], base_artifacts["pruned"], actor="t")
+    # Without a baseline alias the pruned champion is the first one: nothing to roll back to.
+    registry.register_run(
+        base_artifacts["dense"],
+        base_artifacts["pruned"],
+        actor="t",
+        aliases={"champion": "pruned", "shadow": "dense"},
+    )
     registry.register(base_artifacts["pruned2"], actor="t")
     registry.register(base_artifacts["dense"], actor="t")
     return registry
