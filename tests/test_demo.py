@@ -1,0 +1,157 @@
+"""``python -m pruneguard_demo --quick``: the whole loop, run as a user runs it.
+
+A real prune run, a real registry, a real ``pruneguard serve`` and a real ``pruneguard agent
+run`` process; the agent must roll the pruned champion back by itself, and the history must
+say so. Pure helpers (the shift choice) are tested directly below.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import pruneguard_demo as demo
+
+PRUNEGUARD = str(Path(sys.executable).parent / "pruneguard")
+
+
+@pytest.mark.slow
+def test_quick_demo_closes_the_loop(tmp_path: Path) -> None:
+    home = tmp_path / "demo"
+    env = {k: v for k, v in os.environ.items() if k not in ("PRUNEGUARD_DB_URL", "BENTOML_HOME")}
+    done = subprocess.run(
+        [sys.executable, "-m", "pruneguard_demo", "--quick", "--home", str(home)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,  # a hang guard, not a speed target
+        check=False,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-6000:]
+    assert "ROLLBACK by agent:" in done.stdout
+    assert "the loop closed" in done.stdout
+
+    history = subprocess.run(
+        [PRUNEGUARD, "models", "history", "--all", "--json", "--home", str(home)],
+        capture_output=True,
+        text=True,
+        env={**env, "BENTOML_HOME": str(home / "bentoml")},
+        check=True,
+    )
+    rollbacks = [e for e in json.loads(history.stdout) if e["action"] == "rollback"]
+    assert len(rollbacks) == 1
+    event = rollbacks[0]
+    assert event["actor"].startswith("agent:")
+    assert event["alias"] == "champion"
+    assert event["to_version"].endswith(_version(home, "dense"))
+    # the agent decided on failing checks (paired accuracy, or label-free agreement when the
+    # window's accuracy test is not yet conclusive), and the pruned champion did trail
+    decision = event["evidence"]["decision"]
+    assert decision["verdict"] == "fail" and decision["failing"]
+    gap = next(c for c in event["evidence"]["checks"] if c["name"] == "accuracy_gap")
+    assert gap["detail"]["shadow_accuracy"] > gap["detail"]["champion_accuracy"]
+
+    summary = (home / "summary.html").read_text()
+    assert "Rollback timeline" in summary and "ROLLBACK by agent:" in summary
+    assert "data:image/png;base64," in summary
+    report = next((home / "reports").glob("*/*/report.html"))
+    assert report.relative_to(home).as_posix() in summary
+
+
+def _version(home: Path, kind: str) -> str:
+    """The registry version of an artifact: the first 16 hex digits of its model.onnx sha256."""
+    manifest = json.loads((home / "artifacts" / kind / "manifest.json").read_text())
+    return str(manifest["files"]["model.onnx"])[:16]
+
+
+def _result(
+    kind: str, strength: float, dense: float, pruned: float, *, both_wrong_ways: int = 0
+) -> demo.ShiftResult:
+    """1,000 rows; the gap carried by discordant pairs, plus ``both_wrong_ways`` on each side."""
+    rows = 1000
+    gap = round((dense - pruned) * rows)
+    return demo.ShiftResult(
+        demo.Shift(kind, strength), dense, pruned, rows,
+        dense_only=max(gap, 0) + both_wrong_ways, pruned_only=max(-gap, 0) + both_wrong_ways,
+    )  # fmt: skip
+
+
+def test_choose_shift_takes_the_mildest_clearly_separating_shift() -> None:
+    results = [
+        _result("noise", 1, 0.98, 0.97),
+        _result("noise", 3, 0.80, 0.70),  # first noise strength past 5 points
+        _result("noise", 5, 0.60, 0.40),
+        _result("dropout", 0.1, 0.95, 0.90, both_wrong_ways=250),  # 5 points, but noise
+        _result("dropout", 0.2, 0.90, 0.84),  # milder for the dense model than noise 3: chosen
+        _result("blur", 1.0, 0.50, 0.60),
+    ]
+    chosen, separated = demo.choose_shift(results, demo.Detectable(window_rows=600))
+    assert separated
+    assert chosen.shift == demo.Shift("dropout", 0.2)
+
+
+def test_a_gap_drowned_in_discordant_pairs_is_not_detectable() -> None:
+    rule = demo.Detectable(window_rows=600, tolerance=0.01, alpha=1e-3)
+    assert rule(_result("noise", 2, 0.90, 0.84))
+    noisy = _result("noise", 2, 0.90, 0.84, both_wrong_ways=250)
+    assert noisy.window_p(600, 0.01) > 0.01 and not rule(noisy)
+    assert not rule(_result("noise", 2, 0.90, 0.87))  # 3 points: below min_gap
+
+
+def test_choose_shift_falls_back_to_the_largest_gap_and_says_so() -> None:
+    results = [_result("noise", 1, 0.98, 0.97), _result("blur", 0.5, 0.9, 0.88)]
+    chosen, separated = demo.choose_shift(results)
+    assert not separated
+    assert chosen.shift == demo.Shift("blur", 0.5)
+
+
+def test_measure_shifts_scores_both_models_on_the_same_rows() -> None:
+    class Threshold:
+        """A stand-in ONNX session: class 1 when the mean pixel exceeds ``cut``."""
+
+        def __init__(self, cut: float) -> None:
+            self.cut = cut
+
+        def get_inputs(self) -> list[object]:
+            return [type("Input", (), {"name": "input"})()]
+
+        def run(self, _: object, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+            ones = feed["input"].reshape(len(feed["input"]), -1).mean(axis=1) > self.cut
+            return [np.stack([~ones, ones], axis=1).astype(np.float32)]
+
+    x = np.concatenate([np.full((10, 1, 8, 8), 2.0), np.full((10, 1, 8, 8), 12.0)]).astype(
+        np.float32
+    )
+    y = np.array([0] * 10 + [1] * 10)
+    results = demo.measure_shifts({"dense": Threshold(7), "pruned": Threshold(11)}, x, y, draws=2)
+    assert {(r.shift.kind, r.shift.strength) for r in results} == {
+        (kind, s) for kind, (_, _, strengths) in demo.SHIFTS.items() for s in strengths
+    }
+    assert all(r.rows == 40 for r in results)
+    contrast = next(r for r in results if r.shift == demo.Shift("contrast", 0.8))
+    # 12 * 0.8 = 9.6: above the dense model's cut, below the pruned one's
+    assert (contrast.dense, contrast.pruned) == (1.0, 0.5)
+    assert (contrast.dense_only, contrast.pruned_only) == (20, 0)
+
+
+def test_shifts_keep_the_pixel_range_and_shape() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 16, size=(5, 1, 8, 8)).astype(np.float32)
+    for kind, (_, _, strengths) in demo.SHIFTS.items():
+        shifted = demo.Shift(kind, strengths[-1]).apply(x, rng)
+        assert shifted.shape == x.shape and shifted.dtype == np.float32
+        assert shifted.min() >= 0.0 and shifted.max() <= 16.0
+
+
+def test_a_foreign_home_is_never_wiped(tmp_path: Path) -> None:
+    (tmp_path / "keep.txt").write_text("mine")
+    with pytest.raises(demo.DemoError, match="not a demo home"):
+        demo.prepare_home(tmp_path)
+    assert (tmp_path / "keep.txt").read_text() == "mine"
