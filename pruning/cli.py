@@ -31,6 +31,25 @@ def _one_line_errors() -> Iterator[None]:
         raise click.ClickException(" ".join(str(exc).split())) from exc
 
 
+def _work_options(command: F) -> F:
+    """--seed, --threads and --quiet, shared by the commands that train and prune."""
+    options = (
+        click.option("--seed", type=int, default=None, help="Override the recipe's seed."),
+        click.option(
+            "--threads",
+            type=int,
+            default=None,
+            envvar="PRUNEGUARD_THREADS",
+            show_envvar=True,
+            help="torch threads for training and pruning (default: torch's choice).",
+        ),
+        click.option("--quiet", "-q", is_flag=True, help="No progress on stderr."),
+    )
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 def _csv(kind: Callable[[str], Any]) -> Callable[[click.Context, click.Parameter, str | None], Any]:
     def parse(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
         if value is None:
@@ -89,16 +108,7 @@ def prune() -> None:
     show_default=True,
     help="Register both artifacts in the model registry (sets champion/shadow/baseline for a new model).",
 )
-@click.option("--seed", type=int, default=None, help="Override the recipe's seed.")
-@click.option(
-    "--threads",
-    type=int,
-    default=None,
-    envvar="PRUNEGUARD_THREADS",
-    show_envvar=True,
-    help="torch threads for training and pruning (default: torch's choice).",
-)
-@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+@_work_options
 def run_cmd(
     recipe: str,
     out: Path,
@@ -240,16 +250,7 @@ def plan_cmd(recipe: str, deploy_target: str, as_json: bool) -> None:
     callback=_csv(str),
     help="Schedules to try: one-shot, iterative (iterative uses the recipe's steps, or 4).",
 )
-@click.option("--seed", type=int, default=None, help="Override the recipe's seed.")
-@click.option(
-    "--threads",
-    type=int,
-    default=None,
-    envvar="PRUNEGUARD_THREADS",
-    show_envvar=True,
-    help="torch threads for training and pruning (default: torch's choice).",
-)
-@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+@_work_options
 def sweep_cmd(
     recipe: str,
     out: Path,

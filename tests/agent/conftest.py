@@ -8,7 +8,6 @@ or `import registry` finds an empty namespace package.
 from __future__ import annotations
 
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,17 +25,7 @@ def db_url(request: pytest.FixtureRequest, pruneguard_home: Path) -> Iterator[st
     if request.param == "sqlite":
         yield None
         return
-    base = request.getfixturevalue("postgres_url")
-    import sqlalchemy as sa
+    from pg_support import postgres_schema
 
-    schema = f"agent_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(base)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    url = sa.engine.make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
+    with postgres_schema(request.getfixturevalue("postgres_url"), "agent_test") as url:
+        yield url

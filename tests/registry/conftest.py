@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,20 +26,10 @@ def db_url(request: pytest.FixtureRequest, pruneguard_home: Path) -> Iterator[st
     if request.param == "sqlite":
         yield f"sqlite:///{pruneguard_home / 'registry.db'}"
         return
-    base = request.getfixturevalue("postgres_url")
-    import sqlalchemy as sa
+    from pg_support import postgres_schema
 
-    schema = f"reg_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(base)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    url = sa.engine.make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
+    with postgres_schema(request.getfixturevalue("postgres_url"), "reg_test") as url:
+        yield url
 
 
 @pytest.fixture
