@@ -22,9 +22,10 @@ from pruning.importance import DATA_CRITERIA, make_importance, prepare_importanc
 from pruning.measure import count_macs
 from registry.errors import ConfigError, Conflict
 
-__all__ = ["ChannelPruner", "find_classifier", "ratio_for_mac_reduction"]
+__all__ = ["ChannelPruner", "find_classifier", "ratio_for_mac_reduction", "recalibrate_batchnorm"]
 
 _PRUNABLE = (nn.modules.conv._ConvNd, nn.Linear)
+_BN = nn.modules.batchnorm._BatchNorm
 MAX_RATIO = 0.95
 
 
@@ -46,6 +47,40 @@ def find_classifier(model: nn.Module, example_inputs: torch.Tensor) -> nn.Module
         for h in handles:
             h.remove()
     return order[-1] if order else None
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
+    """Re-estimate every BatchNorm's running mean/var on ``batches``; weights are untouched.
+
+    Removing channels changes what the layers after them compute, so the running statistics
+    of the BatchNorms that follow are stale (on digits-cnn, 10% of channels removed took
+    accuracy from 0.99 to ~0.5 until recalibrated, back to ~0.97). Only the BatchNorms run
+    in train mode (cumulative average over the batches); all modes are restored. Returns the
+    number of batches seen (0 and no change when the model has no BatchNorm).
+    """
+    bns = [m for m in model.modules() if isinstance(m, _BN) and m.track_running_stats]
+    inputs = list(batches)
+    if not bns or not inputs:
+        return 0
+    modes = {m: m.training for m in model.modules()}
+    momenta = [bn.momentum for bn in bns]
+    model.eval()
+    seen = 0
+    try:
+        for bn in bns:
+            bn.reset_running_stats()
+            bn.momentum = None  # cumulative moving average: every batch weighs the same
+            bn.train()
+        for x in inputs:
+            model(x)
+            seen += 1
+    finally:
+        for bn, momentum in zip(bns, momenta, strict=True):
+            bn.momentum = momentum
+        for m, training in modes.items():
+            m.train(training)
+    return seen
 
 
 class _BasePruner(tp.pruner.BasePruner):
@@ -108,7 +143,9 @@ class ChannelPruner:
     Each :meth:`step` re-scores channels on the current weights (after any finetuning) and
     prunes up to the step's share of the target. Data criteria read ``calibration`` batches
     of ``(inputs, labels)``; ``loss_fn`` defaults to cross-entropy. ``global_pruning=True``
-    ranks all groups together (uneven widths) instead of the same ratio per group.
+    ranks all groups together (uneven widths) instead of the same ratio per group. With
+    ``calibration``, each step ends by re-estimating the BatchNorm running statistics on its
+    inputs (:func:`recalibrate_batchnorm`; ``recalibrate_bn=False`` skips it).
     """
 
     def __init__(
@@ -124,12 +161,14 @@ class ChannelPruner:
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         ignored_layers: list[nn.Module] | None = None,
         global_pruning: bool = False,
+        recalibrate_bn: bool = True,
     ) -> None:
         _validate(criterion, ratio, steps, round_to, calibration)
         self.model = model
         self.criterion = criterion
         self.steps = steps
         self._calibration = calibration
+        self._recalibrate_bn = recalibrate_bn
         self._loss_fn = loss_fn or F.cross_entropy
         self._importance = make_importance(criterion)
         ignored = list(ignored_layers or [])
@@ -167,6 +206,8 @@ class ChannelPruner:
             self._pruner.step()
         finally:
             self.model.zero_grad(set_to_none=True)
+        if self._calibration is not None and self._recalibrate_bn:
+            recalibrate_batchnorm(self.model, (x for x, _ in self._calibration))
         self.steps_done += 1
 
     def finish(self) -> None:
