@@ -59,6 +59,12 @@ def test_sigkill_during_registration_leaves_no_partial_version(pruneguard_home, 
     assert server.stdin is not None and server.stdout is not None
     assert json.loads(server.stdout.readline())["ready"]
     rng = random.Random(os.environ.get("PRUNEGUARD_CRASH_SEED", "4"))
+    # Kill delays scale with how long one registration takes on this machine, so each child
+    # is killed within its first few registrations however fast or loaded the machine is.
+    registry.register(artifacts[0], actor="warm-up")
+    started = time.perf_counter()
+    registry.register(artifacts[1], actor="warm-up")
+    one = time.perf_counter() - started
     killed = 0
     try:
         for _ in range(KILLS):
@@ -66,7 +72,7 @@ def test_sigkill_during_registration_leaves_no_partial_version(pruneguard_home, 
             server.stdin.write(f"{len(registry.list())}\n")
             server.stdin.flush()
             pid = json.loads(server.stdout.readline())["pid"]
-            time.sleep(rng.uniform(0.01, 0.35))
+            time.sleep(rng.uniform(0.05, 2.5) * one)
             os.kill(pid, signal.SIGKILL)
             killed += json.loads(server.stdout.readline())["killed"]
             _assert_consistent(registry, db_url)
