@@ -206,6 +206,8 @@ def _replay(
         f"rows per version {shifted.versions}"
     )
     if switched:
+        # The answer can show the switch before the throttled alias check has run.
+        watcher.poll(force=True)
         timeline.add(f"service switched to version {dense_version} (seen in /predict answers)")
     story.outcome.closed = switched and watcher.rollback is not None
 

@@ -58,9 +58,12 @@ class Watcher:
     _offset: int = 0
     _last_alias_check: float = 0.0
 
-    def poll(self) -> None:
+    def poll(self, *, force: bool = False) -> None:
+        """Read new agent log lines and, at most every 0.5 s (always with ``force``), the
+        registry's champion."""
         self._read_log()
-        if self.rollback is None and time.monotonic() - self._last_alias_check >= 0.5:
+        due = force or time.monotonic() - self._last_alias_check >= 0.5
+        if self.rollback is None and due:
             self._last_alias_check = time.monotonic()
             self._check_champion()
 
