@@ -27,9 +27,9 @@ __all__ = ["import_factory", "load_model", "load_state_dict"]
 PICKLE_SUFFIXES = (".pkl", ".pickle")
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")
 CONVERT = (
-    "convert it once, where you trust the file, with "
-    "`safetensors.torch.save_file(torch.load(PATH, weights_only=False), 'model.safetensors')` "
-    "and point model.weights at the .safetensors file"
+    "convert it once, on a machine where you trust the file: load its state dict with PyTorch "
+    "and write it with safetensors.torch.save_file(state_dict, 'model.safetensors'), then "
+    "point model.weights at the .safetensors file"
 )
 
 
