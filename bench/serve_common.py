@@ -203,6 +203,19 @@ def closed_loop(
     return load
 
 
+def metric_totals(url: str, sample_name: str) -> dict[str, float]:
+    """``sample_name``'s values on ``url``/metrics, summed per label set (as ``k=v,...``)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=10).text):
+        for sample in family.samples:
+            if sample.name == sample_name:
+                key = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+                totals[key] = totals.get(key, 0.0) + sample.value
+    return totals
+
+
 def percentiles_ms(samples: Sequence[Sample]) -> dict[str, float]:
     latency = np.array([(s.end - s.start) * 1000 for s in samples])
     return {

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -129,7 +130,7 @@ def _check_model(config: object) -> None:
 )
 def serve(name: str, host: str, port: int, admin_token_env: str | None, **options: object) -> None:
     """Serve NAME's champion, with its shadow compared off the response path."""
-    from deploy.config import ServeConfig
+    from deploy.config import ENV, ServeConfig
     from registry.errors import ConfigError
     from registry.settings import default_home, mask_url
 
@@ -145,7 +146,8 @@ def serve(name: str, host: str, port: int, admin_token_env: str | None, **option
             )
         values["admin_token"] = token
     try:
-        config = ServeConfig(model=name, **values)  # type: ignore[arg-type]
+        # The knobs without an option (PRUNEGUARD_SHADOW_QUEUE, ...) come from the environment.
+        config = replace(ServeConfig.from_env({**os.environ, ENV["model"]: name}), **values)  # type: ignore[arg-type]
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
     _check_model(config)

@@ -16,7 +16,9 @@ from typing import Any
 from registry.errors import ConfigError
 from registry.settings import resolve_settings
 
-__all__ = ["ENV", "ServeConfig"]
+__all__ = ["ENV", "SHADOW_MODES", "ServeConfig"]
+
+SHADOW_MODES = ("process", "thread")
 
 # field -> environment variable
 ENV: dict[str, str] = {
@@ -26,6 +28,8 @@ ENV: dict[str, str] = {
     "shadow_sample": "PRUNEGUARD_SHADOW_SAMPLE",
     "poll_interval_s": "PRUNEGUARD_POLL_INTERVAL",
     "shadow_queue": "PRUNEGUARD_SHADOW_QUEUE",
+    "shadow_mode": "PRUNEGUARD_SHADOW_MODE",
+    "shadow_nice": "PRUNEGUARD_SHADOW_NICE",
     "log_queue": "PRUNEGUARD_LOG_QUEUE",
     "log_batch": "PRUNEGUARD_LOG_BATCH",
     "log_flush_s": "PRUNEGUARD_LOG_FLUSH",
@@ -48,6 +52,8 @@ class ServeConfig:
     shadow_sample: float = 1.0  # fraction of requests mirrored to the shadow
     poll_interval_s: float = 2.0  # how often the registry revision is checked
     shadow_queue: int = 256  # pending shadow jobs per worker; beyond it jobs are dropped
+    shadow_mode: str = "process"  # process: a child process per worker; thread: in the worker
+    shadow_nice: int = 10  # how much lower the shadow process's CPU priority is (0..19)
     log_queue: int = 10_000  # pending prediction-log rows per worker; beyond it rows are dropped
     log_batch: int = 256  # rows per database write
     log_flush_s: float = 0.5  # longest a row waits before being written
@@ -65,6 +71,8 @@ class ServeConfig:
         _check(self.log_flush_s > 0, "log_flush_s", self.log_flush_s, "> 0 seconds")
         _check(self.retention_s > 0, "retention_s", self.retention_s, "> 0 seconds")
         _check(self.ort_threads >= 0, "ort_threads", self.ort_threads, ">= 0")
+        _check(self.shadow_mode in SHADOW_MODES, "shadow_mode", self.shadow_mode, "process, thread")
+        _check(0 <= self.shadow_nice <= 19, "shadow_nice", self.shadow_nice, "0..19")
         for name in (
             "shadow_queue",
             "log_queue",
@@ -132,6 +140,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "log_flush_s": float,
     "retention_s": float,
     "shadow_queue": int,
+    "shadow_nice": int,
     "log_queue": int,
     "log_batch": int,
     "max_batch": int,

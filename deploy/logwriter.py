@@ -15,11 +15,16 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from deploy.metrics import ServingMetrics
 
-__all__ = ["LogSink", "LogWriter"]
+if TYPE_CHECKING:
+    import numpy as np
+
+    from deploy.model import Prediction
+
+__all__ = ["LogSink", "LogWriter", "prediction_rows"]
 
 log = logging.getLogger(__name__)
 _STOP = object()
@@ -152,3 +157,38 @@ class LogWriter:
             return
         if removed:
             log.info("prediction log: pruned %d rows", removed)
+
+
+def prediction_rows(
+    model: str,
+    request_ids: Sequence[str],
+    ts: float,
+    variant: str,
+    version: str,
+    batch: np.ndarray,
+    answer: Prediction,
+    *,
+    features: bool = True,
+) -> list[Mapping[str, Any]]:
+    """One prediction-log row per request id. A shadow row's features are ``[]``: the
+    champion row of the same request_id holds them, and ``read_window`` fills them in."""
+    import numpy as np
+
+    inputs = batch.reshape(len(batch), -1).astype(np.float64).tolist() if features else None
+    probabilities = answer.probabilities.astype(np.float64).tolist()
+    classes = answer.classes.tolist()
+    latency_ms = answer.latency_s * 1000.0
+    return [
+        {
+            "request_id": request_id,
+            "ts": ts,
+            "model": model,
+            "variant": variant,
+            "version": version,
+            "features": inputs[i] if inputs is not None else [],
+            "prediction": int(classes[i]),
+            "probabilities": probabilities[i],
+            "latency_ms": latency_ms,
+        }
+        for i, request_id in enumerate(request_ids)
+    ]

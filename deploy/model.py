@@ -36,6 +36,7 @@ class LoadedModel:
     """A servable version. Immutable: a swap replaces the whole object."""
 
     tag: str
+    path: Path  # the artifact directory (a shadow process opens its own session from it)
     kind: str
     manifest: dict[str, Any]
     spec: InputSpec
@@ -76,6 +77,7 @@ class LoadedModel:
         output_name = session.get_outputs()[0].name
         model = cls(
             tag=tag,
+            path=Path(path),
             kind=str(manifest.get("kind", "unknown")),
             manifest=manifest,
             spec=spec,

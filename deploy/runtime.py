@@ -11,18 +11,16 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
-
 from deploy.config import ServeConfig
-from deploy.logwriter import LogSink, LogWriter
+from deploy.logwriter import LogSink, LogWriter, prediction_rows
 from deploy.metrics import ServingMetrics, default_metrics
 from deploy.model import LoadedModel, Prediction
-from deploy.shadow import Comparison, ShadowJob, ShadowRunner
+from deploy.shadow import Comparison, Shadow, ShadowJob, ShadowRunner
+from deploy.shadow_process import ShadowProcess
 from deploy.swap import ModelSwapper, RegistryView
 from deploy.validation import ValidationError, validate_feedback
 from registry.errors import Unavailable
@@ -75,13 +73,7 @@ class Replica:
             retention_s=config.retention_s,
             retention_rows=config.retention_rows,
         )
-        self.shadow = ShadowRunner(
-            model=config.model,
-            metrics=self.metrics,
-            queue_size=config.shadow_queue,
-            sample_rate=config.shadow_sample,
-            on_result=self._log_shadow,
-        )
+        self.shadow = self._make_shadow()
 
     @classmethod
     def open(cls, config: ServeConfig, *, metrics: ServingMetrics | None = None) -> Replica:
@@ -91,6 +83,18 @@ class Replica:
 
         registry = open_registry(config.db_url or None, home=config.home)
         return cls(config, registry=registry, sink=PredictionLog(registry.engine), metrics=metrics)
+
+    def _make_shadow(self) -> Shadow:
+        config = self.config
+        if config.shadow_mode == "process":
+            return ShadowProcess(config, metrics=self.metrics)
+        return ShadowRunner(
+            model=config.model,
+            metrics=self.metrics,
+            queue_size=config.shadow_queue,
+            sample_rate=config.shadow_sample,
+            on_result=self._log_shadow,
+        )
 
     def _load(self, path: Path, tag: str) -> LoadedModel:
         return LoadedModel.load(path, tag=tag, threads=self.config.ort_threads)
@@ -139,7 +143,9 @@ class Replica:
         self.metrics.predictions.labels(self.config.model, "champion", champion.version).inc(
             len(ids)
         )
-        self.logwriter.put(self._rows(ids, ts, "champion", champion.version, batch, answer))
+        self.logwriter.put(
+            prediction_rows(self.config.model, ids, ts, "champion", champion.version, batch, answer)
+        )
         shadow = deployment.shadow
         if shadow is not None and self.shadow.should_sample():
             self.shadow.submit(ShadowJob(ids, ts, batch, answer, champion.version, shadow))
@@ -170,42 +176,11 @@ class Replica:
         }
 
     # --- prediction log -------------------------------------------------------------------
-    def _rows(
-        self,
-        ids: tuple[str, ...],
-        ts: float,
-        variant: str,
-        version: str,
-        batch: np.ndarray,
-        answer: Prediction,
-        *,
-        features: bool = True,
-    ) -> list[Mapping[str, Any]]:
-        """Log rows; a shadow row's features are ``[]`` (the champion row of the same
-        request_id holds them; ``read_window`` fills them in)."""
-        inputs = batch.reshape(len(batch), -1).astype(np.float64).tolist() if features else None
-        probabilities = answer.probabilities.astype(np.float64).tolist()
-        classes = answer.classes.tolist()
-        latency_ms = answer.latency_s * 1000.0
-        return [
-            {
-                "request_id": request_id,
-                "ts": ts,
-                "model": self.config.model,
-                "variant": variant,
-                "version": version,
-                "features": inputs[i] if inputs is not None else [],
-                "prediction": int(classes[i]),
-                "probabilities": probabilities[i],
-                "latency_ms": latency_ms,
-            }
-            for i, request_id in enumerate(ids)
-        ]
-
     def _log_shadow(self, job: ShadowJob, answer: Prediction, _: Comparison) -> None:
-        rows = self._rows(
-            job.request_ids, job.ts, "shadow", job.shadow.version, job.batch, answer, features=False
-        )
+        rows = prediction_rows(
+            self.config.model, job.request_ids, job.ts, "shadow", job.shadow.version,
+            job.batch, answer, features=False,
+        )  # fmt: skip
         self.logwriter.put(rows)
 
 

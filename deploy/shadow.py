@@ -17,13 +17,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from deploy.metrics import ServingMetrics
 from deploy.model import LoadedModel, Prediction
 
-__all__ = ["Comparison", "ShadowJob", "ShadowRunner", "compare"]
+__all__ = ["Comparison", "Shadow", "ShadowJob", "ShadowRunner", "compare", "sampled"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,26 @@ ResultHook = Callable[[ShadowJob, Prediction, Comparison], None]
 _STOP = object()
 
 
+class Shadow(Protocol):
+    """What a replica needs from its shadow: :class:`ShadowRunner` (a thread in this
+    process) or :class:`deploy.shadow_process.ShadowProcess` (a process of its own)."""
+
+    def should_sample(self) -> bool: ...
+
+    def submit(self, job: ShadowJob) -> bool: ...
+
+    def start(self) -> None: ...
+
+    def stop(self, timeout: float = 5.0) -> None: ...
+
+    def pending(self) -> int: ...
+
+
+def sampled(rate: float, rng: random.Random) -> bool:
+    """Whether this request is mirrored, at ``rate`` (0..1)."""
+    return rate >= 1.0 or rng.random() < rate
+
+
 class ShadowRunner:
     """A bounded queue and one worker thread running shadow jobs."""
 
@@ -108,12 +129,13 @@ class ShadowRunner:
         self._failed = metrics.shadow_dropped.labels(model, "error")
 
     def should_sample(self) -> bool:
-        return self.sample_rate >= 1.0 or self._rng.random() < self.sample_rate
+        return sampled(self.sample_rate, self._rng)
 
-    def submit(self, job: ShadowJob) -> bool:
-        """Queue ``job`` without blocking; False (and counted) when the queue is full."""
+    def submit(self, job: ShadowJob, *, wait: bool = False) -> bool:
+        """Queue ``job``; without ``wait`` never block: False (and counted) when the queue
+        is full. (A shadow process waits: its input pipe then holds the back-pressure.)"""
         try:
-            self._queue.put_nowait(job)
+            self._queue.put(job, block=wait)
         except queue.Full:
             self._full.inc()
             return False

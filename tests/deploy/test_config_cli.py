@@ -66,6 +66,28 @@ def test_cli_rejects_bad_options_before_starting(pruneguard_home: Path) -> None:
     assert result.exit_code == 1 and "no model named 'digits'" in result.output
 
 
+def test_environment_only_knobs_reach_the_workers(
+    pruneguard_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`pruneguard serve` must pass PRUNEGUARD_SHADOW_QUEUE & co. on, not reset them."""
+    started: dict[str, dict[str, str]] = {}
+    monkeypatch.setattr("deploy.cli._check_model", lambda config: None)
+    monkeypatch.setattr("os.execve", lambda path, argv, env: started.setdefault("env", env))
+    monkeypatch.setenv(ENV["shadow_queue"], "7")
+    monkeypatch.setenv(ENV["shadow_nice"], "19")
+    monkeypatch.setenv(ENV["shadow_sample"], "0.9")
+    result = CliRunner().invoke(serve, ["digits", "--shadow-sample", "0.3"])
+    assert result.exit_code == 0, result.output
+    config = ServeConfig.from_env(started["env"])
+    assert (config.shadow_queue, config.shadow_nice) == (7, 19)
+    assert config.shadow_sample == 0.3  # an option given on the command line wins
+    monkeypatch.setenv(ENV["shadow_mode"], "fork")
+    result = CliRunner().invoke(serve, ["digits"])
+    assert (
+        result.exit_code == 2 and "shadow_mode is 'fork'; allowed: process, thread" in result.output
+    )
+
+
 def test_host_defaults_to_loopback() -> None:
     host = next(p for p in serve.params if p.name == "host")
     assert host.default == "127.0.0.1"

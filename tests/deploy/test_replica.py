@@ -31,9 +31,10 @@ def _replica(models: Models, reg: CollectorRegistry, **overrides: object) -> Rep
     )
 
 
-def test_predict_logs_champion_and_shadow_and_counts(models: Models) -> None:
+@pytest.mark.parametrize("shadow_mode", ["process", "thread"])
+def test_predict_logs_champion_and_shadow_and_counts(models: Models, shadow_mode: str) -> None:
     reg = CollectorRegistry()
-    replica = _replica(models, reg)
+    replica = _replica(models, reg, shadow_mode=shadow_mode)
     replica.start()
     try:
         body = replica.predict(np.ones((3, 1, 8, 8)).tolist())

@@ -1,0 +1,371 @@
+"""The shadow in a process of its own, at a lower CPU priority than the champion.
+
+In a thread, the shadow's inference, comparison and log rows share the serving process's
+GIL and CPU with the requests, and on a busy machine the champion's tail latency pays for
+it. :class:`ShadowProcess` keeps only a bounded queue in the serving process: a forwarder
+thread writes each job as one frame to a child process (``python -m deploy.shadow_process``)
+that runs a :class:`deploy.shadow.ShadowRunner` niced by ``shadow_nice``, and writes its
+own metrics (prometheus multiprocess files, summed on ``/metrics``) and prediction-log rows.
+
+Nothing blocks a request: a full queue drops and counts (``reason="queue_full"``); a child
+that died is counted (``reason="error"``) and started again. The child exits when its
+input closes (the parent stopped or died), after running and logging what it received.
+
+Wire format, no pickle: per job, ``<II`` (header length, body length), a JSON header, then
+the raw bytes of the arrays it lists (batch, champion classes, champion probabilities).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import queue
+import random
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from deploy.config import ENV, ServeConfig
+from deploy.metrics import ServingMetrics
+from deploy.model import LoadedModel, Prediction
+from deploy.shadow import ShadowJob, sampled
+
+__all__ = ["ShadowProcess", "decode_job", "encode_job", "main", "read_frames"]
+
+log = logging.getLogger(__name__)
+
+_PREFIX = struct.Struct("<II")
+_ARRAYS = ("batch", "classes", "probabilities")
+_STOP = object()
+ROOT = Path(__file__).resolve().parent.parent  # holds the deploy/ package
+
+
+# --- wire format ----------------------------------------------------------------------------
+def encode_job(job: ShadowJob) -> bytes:
+    arrays = [job.batch, job.champion.classes, job.champion.probabilities]
+    header = {
+        "request_ids": list(job.request_ids),
+        "ts": job.ts,
+        "champion_version": job.champion_version,
+        "champion_latency_s": job.champion.latency_s,
+        "shadow_tag": job.shadow.tag,
+        "shadow_path": str(job.shadow.path),
+        "arrays": [[a.dtype.str, list(a.shape)] for a in arrays],
+    }
+    head = json.dumps(header).encode()
+    body = b"".join(np.ascontiguousarray(a).tobytes() for a in arrays)
+    return _PREFIX.pack(len(head), len(body)) + head + body
+
+
+def decode_job(head: bytes, body: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The header and the arrays of one frame (``ValueError`` when they disagree)."""
+    header = json.loads(head)
+    arrays, offset = {}, 0
+    for name, (dtype, shape) in zip(_ARRAYS, header["arrays"], strict=True):
+        kind = np.dtype(dtype)
+        if kind.hasobject:
+            raise ValueError(f"array {name} has dtype {dtype}: only plain numbers travel")
+        size = kind.itemsize * int(np.prod(shape, dtype=np.int64))
+        arrays[name] = np.frombuffer(body, kind, size // kind.itemsize, offset).reshape(shape)
+        offset += size
+    if offset != len(body):
+        raise ValueError(f"frame body has {len(body)} bytes, its header lists {offset}")
+    return header, arrays
+
+
+def read_frames(stream: IO[bytes]) -> Any:
+    """Yield ``(head, body)`` per frame until the stream ends."""
+    while True:
+        prefix = _read_exact(stream, _PREFIX.size)
+        if prefix is None:
+            return
+        head_len, body_len = _PREFIX.unpack(prefix)
+        head = _read_exact(stream, head_len)
+        body = _read_exact(stream, body_len) if body_len else b""
+        if head is None or body is None:
+            raise EOFError("the shadow input ended inside a frame")
+        yield head, body
+
+
+def _read_exact(stream: IO[bytes], n: int) -> bytes | None:
+    data = stream.read(n)
+    if not data:
+        return None
+    if len(data) < n:
+        raise EOFError(f"the shadow input ended after {len(data)} of {n} bytes")
+    return data
+
+
+# --- the serving side -----------------------------------------------------------------------
+class ShadowProcess:
+    """A bounded queue in this process; the shadow itself runs in a child process."""
+
+    def __init__(
+        self,
+        config: ServeConfig,
+        *,
+        metrics: ServingMetrics,
+        rng: random.Random | None = None,
+        restart_after_s: float = 1.0,
+        max_jobs_per_write: int = 256,
+        linger_s: float = 0.05,
+    ) -> None:
+        self.config = config
+        self.sample_rate = config.shadow_sample
+        self.restart_after_s = restart_after_s
+        self.max_jobs_per_write = max_jobs_per_write
+        self.linger_s = linger_s
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=config.shadow_queue)
+        self._rng = rng or random.Random()
+        self._full = metrics.shadow_dropped.labels(config.model, "queue_full")
+        self._failed = metrics.shadow_dropped.labels(config.model, "error")
+        self._thread: threading.Thread | None = None
+        self._child: subprocess.Popen[bytes] | None = None
+        self._spawned_at = -float("inf")
+        self.spawns = 0  # child processes started (a restart adds one)
+
+    @property
+    def child_pid(self) -> int | None:
+        child = self._child
+        return child.pid if child is not None and child.poll() is None else None
+
+    def should_sample(self) -> bool:
+        return sampled(self.sample_rate, self._rng)
+
+    def submit(self, job: ShadowJob) -> bool:
+        """Queue ``job`` without blocking; False (and counted) when the queue is full."""
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            self._full.inc()
+            return False
+        return True
+
+    def pending(self) -> int:
+        return self._queue.unfinished_tasks
+
+    def start(self) -> None:
+        """Start the forwarder, and the child unless nothing is ever sampled."""
+        if self._thread is None:
+            if self.sample_rate > 0:
+                self._running_child()  # started now, so it is ready when traffic comes
+            self._thread = threading.Thread(
+                target=self._forward, name="pruneguard-shadow-forward", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Hand the queued jobs to the child, let it finish them, and stop it."""
+        if self._thread is None:
+            return
+        try:
+            self._queue.put(_STOP, timeout=timeout)
+        except queue.Full:
+            log.warning("shadow process: queue still full after %.1fs; stopping it", timeout)
+            self._kill()
+        self._thread.join(timeout)
+        self._thread = None
+        self._close(timeout)
+
+    def _forward(self) -> None:
+        while True:
+            items = [self._queue.get()]
+            # Waking once per linger_s, not once per request, keeps this thread off the
+            # GIL that the request threads need.
+            if items[0] is not _STOP:
+                time.sleep(self.linger_s)
+            while len(items) < self.max_jobs_per_write and items[-1] is not _STOP:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            jobs = [item for item in items if isinstance(item, ShadowJob)]
+            try:
+                if jobs:
+                    self._send(jobs)
+            finally:
+                for _ in items:
+                    self._queue.task_done()
+            if len(jobs) < len(items):
+                return
+
+    def _send(self, jobs: list[ShadowJob]) -> None:
+        child = self._running_child()
+        if child is None or child.stdin is None:
+            self._failed.inc(len(jobs))
+            return
+        try:
+            child.stdin.write(b"".join(encode_job(job) for job in jobs))
+            child.stdin.flush()
+        except (OSError, ValueError) as exc:  # BrokenPipe, or stdin closed by _kill
+            log.warning("shadow process: %d jobs lost (%s)", len(jobs), exc)
+            self._failed.inc(len(jobs))
+
+    def _running_child(self) -> subprocess.Popen[bytes] | None:
+        """The live child, or a new one (at most one start per ``restart_after_s``)."""
+        child = self._child
+        if child is not None and child.poll() is None:
+            return child
+        if child is not None:
+            log.warning("shadow process %d exited with %s", child.pid, child.returncode)
+            self._child = None
+            _close_input(child)
+        if time.monotonic() - self._spawned_at < self.restart_after_s:
+            return None
+        self._spawned_at = time.monotonic()
+        try:
+            self._child = subprocess.Popen(
+                [sys.executable, "-m", "deploy.shadow_process"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                env=self._child_env(),
+                cwd=ROOT,
+            )
+        except OSError as exc:
+            log.error("shadow process: cannot start (%s)", exc)
+            return None
+        self.spawns += 1
+        log.info("shadow process %d started (nice +%d)", self._child.pid, self.config.shadow_nice)
+        return self._child
+
+    def _child_env(self) -> dict[str, str]:
+        env = {**os.environ, **self.config.to_env()}
+        env.pop(ENV["admin_token"], None)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        return env
+
+    def _close(self, timeout: float) -> None:
+        child, self._child = self._child, None
+        if child is None:
+            return
+        _close_input(child)  # end of input: the child finishes its jobs and exits
+        try:
+            child.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("shadow process %d did not finish in %.1fs; killed", child.pid, timeout)
+            child.kill()
+            child.wait()
+
+    def _kill(self) -> None:
+        child = self._child
+        if child is not None and child.poll() is None:
+            child.kill()
+
+
+def _close_input(child: subprocess.Popen[bytes]) -> None:
+    if child.stdin is not None:
+        with contextlib.suppress(OSError):  # a dead child's pipe may refuse the flush
+            child.stdin.close()
+
+
+# --- the child ------------------------------------------------------------------------------
+class _Sessions:
+    """The shadow versions this child has opened, the most recent ``keep`` of them."""
+
+    def __init__(self, threads: int, keep: int = 2) -> None:
+        self.threads = threads
+        self.keep = keep
+        self._models: OrderedDict[str, LoadedModel] = OrderedDict()
+
+    def get(self, tag: str, path: str) -> LoadedModel:
+        model = self._models.get(tag)
+        if model is None:
+            model = LoadedModel.load(Path(path), tag=tag, threads=self.threads)
+            self._models[tag] = model
+            while len(self._models) > self.keep:
+                self._models.popitem(last=False)
+        self._models.move_to_end(tag)
+        return model
+
+
+def _job(head: bytes, body: bytes, sessions: _Sessions) -> ShadowJob:
+    header, arrays = decode_job(head, body)
+    champion = Prediction(
+        classes=arrays["classes"],
+        probabilities=arrays["probabilities"],
+        latency_s=float(header["champion_latency_s"]),
+    )
+    return ShadowJob(
+        request_ids=tuple(header["request_ids"]),
+        ts=float(header["ts"]),
+        batch=arrays["batch"],
+        champion=champion,
+        champion_version=str(header["champion_version"]),
+        shadow=sessions.get(str(header["shadow_tag"]), str(header["shadow_path"])),
+    )
+
+
+def main() -> None:
+    """Run shadow jobs read from stdin until it closes (``python -m deploy.shadow_process``)."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s pruneguard-shadow %(levelname)s %(message)s"
+    )
+    # The parent decides when this ends (by closing stdin); a terminal's Ctrl-C or a
+    # group-wide SIGTERM must not lose the jobs already received.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    config = ServeConfig.from_env()
+    os.nice(config.shadow_nice)  # before the heavy imports below
+    from deploy.logwriter import LogWriter, prediction_rows
+    from deploy.metrics import default_metrics
+    from deploy.shadow import ShadowRunner
+    from registry import open_registry
+    from registry.predictions import PredictionLog
+
+    metrics = default_metrics()
+    failed = metrics.shadow_dropped.labels(config.model, "error")
+    registry = open_registry(config.db_url or None, home=config.home)
+    writer = LogWriter(
+        PredictionLog(registry.engine),
+        model=config.model,
+        metrics=metrics,
+        queue_size=config.log_queue,
+        batch_size=config.log_batch,
+        flush_s=config.log_flush_s,
+    )
+
+    def log_rows(job: ShadowJob, answer: Prediction, _: object) -> None:
+        writer.put(
+            prediction_rows(
+                config.model, job.request_ids, job.ts, "shadow", job.shadow.version,
+                job.batch, answer, features=False,
+            )
+        )  # fmt: skip
+
+    runner = ShadowRunner(
+        model=config.model,
+        metrics=metrics,
+        queue_size=config.shadow_queue,
+        sample_rate=1.0,
+        on_result=log_rows,
+    )
+    sessions = _Sessions(config.ort_threads)
+    writer.start()
+    runner.start()
+    try:
+        for head, body in read_frames(sys.stdin.buffer):
+            try:
+                job = _job(head, body, sessions)
+            except Exception:
+                log.exception("shadow job refused")
+                failed.inc()
+                continue
+            runner.submit(job, wait=True)  # back-pressure: the parent's queue counts drops
+    finally:
+        runner.stop(timeout=30.0)
+        writer.stop(timeout=30.0)
+        registry.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""The shadow in its own process: the wire format, a real niced child that runs the jobs
+and logs them, a child that dies, and a queue that fills while the child is stopped."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry
+from serving_support import MODEL, Models, wait_for
+
+from deploy.config import ServeConfig
+from deploy.metrics import ServingMetrics
+from deploy.model import LoadedModel, Prediction
+from deploy.shadow import ShadowJob
+from deploy.shadow_process import ShadowProcess, decode_job, encode_job, read_frames
+from registry.predictions import create_tables, predictions
+
+
+def _fake_shadow(path: Path) -> LoadedModel:
+    return LoadedModel(
+        tag="digits:v2", path=path, kind="dense", manifest={}, spec=None,  # type: ignore[arg-type]
+        output_name="logits", outputs_probabilities=False, session=None,
+    )  # fmt: skip
+
+
+def _job(shadow: LoadedModel, rows: int = 1, seed: int = 0) -> ShadowJob:
+    rng = np.random.default_rng(seed)
+    probs = rng.dirichlet(np.ones(10), size=rows).astype(np.float32)
+    return ShadowJob(
+        request_ids=tuple(uuid.uuid4().hex for _ in range(rows)),
+        ts=1234.5,
+        batch=rng.uniform(0, 16, size=(rows, 1, 8, 8)).astype(np.float32),
+        champion=Prediction(probs.argmax(axis=1), probs, 0.002),
+        champion_version="v1",
+        shadow=shadow,
+    )
+
+
+def test_a_job_survives_the_wire(tmp_path: Path) -> None:
+    job = _job(_fake_shadow(tmp_path), rows=3)
+    stream = io.BytesIO(encode_job(job) + encode_job(job))
+    frames = list(read_frames(stream))
+    assert len(frames) == 2
+    header, arrays = decode_job(*frames[0])
+    assert header["request_ids"] == list(job.request_ids)
+    assert (header["shadow_tag"], header["shadow_path"]) == ("digits:v2", str(tmp_path))
+    assert (header["ts"], header["champion_latency_s"]) == (1234.5, 0.002)
+    np.testing.assert_array_equal(arrays["batch"], job.batch)
+    assert arrays["batch"].dtype == np.float32 and arrays["batch"].shape == (3, 1, 8, 8)
+    np.testing.assert_array_equal(arrays["classes"], job.champion.classes)
+    np.testing.assert_array_equal(arrays["probabilities"], job.champion.probabilities)
+
+
+def test_a_damaged_frame_is_refused(tmp_path: Path) -> None:
+    frame = encode_job(_job(_fake_shadow(tmp_path)))
+    with pytest.raises(EOFError, match="ended"):
+        list(read_frames(io.BytesIO(frame[:-5])))
+    head, body = next(read_frames(io.BytesIO(frame)))
+    with pytest.raises(ValueError, match="bytes"):
+        decode_job(head, body + b"extra")
+    objects = head.replace(b'"<f4"', b'"|O"', 1)
+    with pytest.raises(ValueError, match="only plain numbers"):
+        decode_job(objects, body)
+
+
+@pytest.fixture
+def models_on_disk(models: Models) -> tuple[Models, LoadedModel]:
+    shadow = LoadedModel.load(models.registry.path(models.shadow), tag=models.shadow)
+    return models, shadow
+
+
+def _shadow_rows(models: Models) -> list[sa.Row]:
+    create_tables(models.registry.engine)
+    with models.registry.engine.connect() as conn:
+        query = sa.select(predictions).where(predictions.c.variant == "shadow")
+        return list(conn.execute(query))
+
+
+def _process(models: Models, reg: CollectorRegistry, **overrides: object) -> ShadowProcess:
+    settings: dict[str, object] = {"model": MODEL, "home": models.home, "log_flush_s": 0.05}
+    settings.update(overrides)
+    restart = float(settings.pop("restart_after_s", 1.0))  # type: ignore[arg-type]
+    config = ServeConfig(**settings)  # type: ignore[arg-type]
+    return ShadowProcess(config, metrics=ServingMetrics(reg), restart_after_s=restart)
+
+
+@pytest.fixture
+def stopping() -> Iterator[list[ShadowProcess]]:
+    started: list[ShadowProcess] = []
+    yield started
+    for process in started:
+        process.stop()
+
+
+def _dropped(reg: CollectorRegistry, reason: str) -> float:
+    value = reg.get_sample_value(
+        "pruneguard_shadow_dropped_total", {"model": MODEL, "reason": reason}
+    )
+    return float(value or 0.0)
+
+
+def test_jobs_run_in_a_niced_child_and_reach_the_prediction_log(
+    models_on_disk: tuple[Models, LoadedModel], stopping: list[ShadowProcess]
+) -> None:
+    models, shadow = models_on_disk
+    process = _process(models, CollectorRegistry(), shadow_nice=5)
+    stopping.append(process)
+    process.start()
+    pid = wait_for(lambda: process.child_pid)
+    expected = min(19, os.getpriority(os.PRIO_PROCESS, 0) + 5)
+    wait_for(lambda: os.getpriority(os.PRIO_PROCESS, pid) == expected)  # the child's first step
+    jobs = [_job(shadow, rows=2, seed=i) for i in range(10)]
+    assert all(process.submit(job) for job in jobs)
+    process.stop()
+    assert process.child_pid is None  # the child finished its input and exited
+    rows = {row.request_id: row for row in _shadow_rows(models)}
+    assert len(rows) == 20  # written before stop() returned: nothing queued is lost
+    answers = shadow.predict(np.concatenate([job.batch for job in jobs])).classes
+    ids = [request_id for job in jobs for request_id in job.request_ids]
+    assert [rows[i].prediction for i in ids] == answers.tolist()  # the shadow's own answers
+    assert {row.version for row in rows.values()} == {shadow.version}
+    assert all(row.features == [] for row in rows.values())
+
+
+def test_a_dead_child_is_counted_and_not_restarted_before_its_time(
+    models_on_disk: tuple[Models, LoadedModel], stopping: list[ShadowProcess]
+) -> None:
+    models, shadow = models_on_disk
+    reg = CollectorRegistry()
+    process = _process(models, reg, restart_after_s=3600.0)
+    stopping.append(process)
+    process.start()
+    pid = wait_for(lambda: process.child_pid)
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: process.child_pid is None)
+    assert all(process.submit(_job(shadow, seed=i)) for i in range(5))  # never raises
+    wait_for(lambda: process.pending() == 0)
+    assert _dropped(reg, "error") == 5 and process.spawns == 1
+
+
+def test_a_dead_child_is_replaced(
+    models_on_disk: tuple[Models, LoadedModel], stopping: list[ShadowProcess]
+) -> None:
+    models, shadow = models_on_disk
+    process = _process(models, CollectorRegistry(), restart_after_s=0.0)
+    stopping.append(process)
+    process.start()
+    first = wait_for(lambda: process.child_pid)
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: process.child_pid is None)
+    job = _job(shadow)
+    assert process.submit(job)
+    wait_for(lambda: _shadow_rows(models))
+    assert process.spawns == 2 and process.child_pid not in (None, first)
+    assert [row.request_id for row in _shadow_rows(models)] == list(job.request_ids)
+
+
+def test_a_stalled_child_fills_the_queue_and_submit_drops_and_counts(
+    models_on_disk: tuple[Models, LoadedModel], stopping: list[ShadowProcess]
+) -> None:
+    models, shadow = models_on_disk
+    reg = CollectorRegistry()
+    process = _process(models, reg, shadow_queue=2)
+    stopping.append(process)
+    process.start()
+    pid = wait_for(lambda: process.child_pid)
+    os.kill(pid, signal.SIGSTOP)  # reads nothing: the pipe fills, then the queue
+    try:
+        accepted = sum(process.submit(_job(shadow, seed=i)) for i in range(2000))
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert 0 < accepted < 2000
+    assert _dropped(reg, "queue_full") == 2000 - accepted
+    process.stop(timeout=60.0)
+    assert len(_shadow_rows(models)) == accepted  # everything accepted was run and logged
