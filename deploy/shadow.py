@@ -24,7 +24,16 @@ import numpy as np
 from deploy.metrics import ServingMetrics
 from deploy.model import LoadedModel, Prediction
 
-__all__ = ["Comparison", "Shadow", "ShadowJob", "ShadowRunner", "compare", "sampled"]
+__all__ = [
+    "Comparison",
+    "Shadow",
+    "ShadowJob",
+    "ShadowRunner",
+    "compare",
+    "concat",
+    "group_jobs",
+    "sampled",
+]
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +185,7 @@ class ShadowRunner:
             items = self._collect()
             jobs = [item for item in items if isinstance(item, ShadowJob)]
             try:
-                for group in _groups(jobs):
+                for group in group_jobs(jobs):
                     self.run_many(group)
             finally:
                 for _ in items:
@@ -195,10 +204,10 @@ class ShadowRunner:
         shadow = jobs[0].shadow
         rows = sum(len(job.batch) for job in jobs)
         try:
-            batch = _concat([job.batch for job in jobs])
+            batch = concat([job.batch for job in jobs])
             champion = Prediction(
-                classes=_concat([job.champion.classes for job in jobs]),
-                probabilities=_concat([job.champion.probabilities for job in jobs]),
+                classes=concat([job.champion.classes for job in jobs]),
+                probabilities=concat([job.champion.probabilities for job in jobs]),
                 latency_s=0.0,
             )
             answer = shadow.predict(batch)
@@ -239,11 +248,11 @@ class ShadowRunner:
             self._distance.observe(distance)
 
 
-def _concat(arrays: list[np.ndarray]) -> np.ndarray:
+def concat(arrays: list[np.ndarray]) -> np.ndarray:
     return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
 
-def _groups(jobs: list[ShadowJob]) -> list[list[ShadowJob]]:
+def group_jobs(jobs: list[ShadowJob]) -> list[list[ShadowJob]]:
     """Consecutive jobs with the same shadow session and row shape (a swap or a dynamic
     dimension starts a new group)."""
     groups: list[list[ShadowJob]] = []

@@ -11,8 +11,10 @@ Nothing blocks a request: a full queue drops and counts (``reason="queue_full"``
 that died is counted (``reason="error"``) and started again. The child exits when its
 input closes (the parent stopped or died), after running and logging what it received.
 
-Wire format, no pickle: per job, ``<II`` (header length, body length), a JSON header, then
-the raw bytes of the arrays it lists (batch, champion classes, champion probabilities).
+Wire format, no pickle: per group of jobs, ``<II`` (header length, body length), a JSON
+header (per job its request ids, time, champion version and latency; the shadow's tag and
+path; each array's dtype and shape), then the raw bytes of the arrays, concatenated over
+the jobs (batch, champion classes, champion probabilities).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import queue
 import random
@@ -30,6 +33,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -38,9 +42,9 @@ import numpy as np
 from deploy.config import ENV, ServeConfig
 from deploy.metrics import ServingMetrics
 from deploy.model import LoadedModel, Prediction
-from deploy.shadow import ShadowJob, sampled
+from deploy.shadow import ShadowJob, concat, group_jobs, sampled
 
-__all__ = ["ShadowProcess", "decode_job", "encode_job", "main", "read_frames"]
+__all__ = ["ShadowProcess", "decode_frame", "decode_jobs", "encode_jobs", "main", "read_frames"]
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +55,21 @@ ROOT = Path(__file__).resolve().parent.parent  # holds the deploy/ package
 
 
 # --- wire format ----------------------------------------------------------------------------
-def encode_job(job: ShadowJob) -> bytes:
-    arrays = [job.batch, job.champion.classes, job.champion.probabilities]
+def encode_jobs(jobs: list[ShadowJob]) -> bytes:
+    """One frame for jobs that share a shadow version and row shape (see ``group_jobs``):
+    their arrays travel concatenated, so the cost is per frame, not per request."""
+    arrays = [
+        concat([job.batch for job in jobs]),
+        concat([job.champion.classes for job in jobs]),
+        concat([job.champion.probabilities for job in jobs]),
+    ]
     header = {
-        "request_ids": list(job.request_ids),
-        "ts": job.ts,
-        "champion_version": job.champion_version,
-        "champion_latency_s": job.champion.latency_s,
-        "shadow_tag": job.shadow.tag,
-        "shadow_path": str(job.shadow.path),
+        "jobs": [
+            [list(job.request_ids), job.ts, job.champion_version, job.champion.latency_s]
+            for job in jobs
+        ],
+        "shadow_tag": jobs[0].shadow.tag,
+        "shadow_path": str(jobs[0].shadow.path),
         "arrays": [[a.dtype.str, list(a.shape)] for a in arrays],
     }
     head = json.dumps(header).encode()
@@ -67,7 +77,7 @@ def encode_job(job: ShadowJob) -> bytes:
     return _PREFIX.pack(len(head), len(body)) + head + body
 
 
-def decode_job(head: bytes, body: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def decode_frame(head: bytes, body: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The header and the arrays of one frame (``ValueError`` when they disagree)."""
     header = json.loads(head)
     arrays, offset = {}, 0
@@ -75,12 +85,37 @@ def decode_job(head: bytes, body: bytes) -> tuple[dict[str, Any], dict[str, np.n
         kind = np.dtype(dtype)
         if kind.hasobject:
             raise ValueError(f"array {name} has dtype {dtype}: only plain numbers travel")
-        size = kind.itemsize * int(np.prod(shape, dtype=np.int64))
-        arrays[name] = np.frombuffer(body, kind, size // kind.itemsize, offset).reshape(shape)
-        offset += size
+        count = math.prod(shape)
+        arrays[name] = np.frombuffer(body, kind, count, offset).reshape(shape)
+        offset += count * kind.itemsize
     if offset != len(body):
         raise ValueError(f"frame body has {len(body)} bytes, its header lists {offset}")
+    rows = sum(len(job[0]) for job in header["jobs"])
+    if any(len(a) != rows for a in arrays.values()):
+        raise ValueError(f"the frame's arrays do not all have the {rows} rows its jobs list")
     return header, arrays
+
+
+def decode_jobs(
+    head: bytes, body: bytes, shadow: Callable[[str, str], LoadedModel]
+) -> list[ShadowJob]:
+    """The jobs of one frame; ``shadow(tag, path)`` gives the model they run on."""
+    header, arrays = decode_frame(head, body)
+    model = shadow(str(header["shadow_tag"]), str(header["shadow_path"]))
+    jobs, start = [], 0
+    for request_ids, ts, champion_version, latency_s in header["jobs"]:
+        rows = slice(start, start + len(request_ids))
+        start = rows.stop
+        champion = Prediction(
+            arrays["classes"][rows], arrays["probabilities"][rows], float(latency_s)
+        )
+        jobs.append(
+            ShadowJob(
+                tuple(request_ids), float(ts), arrays["batch"][rows], champion,
+                str(champion_version), model,
+            )
+        )  # fmt: skip
+    return jobs
 
 
 def read_frames(stream: IO[bytes]) -> Any:
@@ -205,7 +240,7 @@ class ShadowProcess:
             self._failed.inc(len(jobs))
             return
         try:
-            child.stdin.write(b"".join(encode_job(job) for job in jobs))
+            child.stdin.write(b"".join(encode_jobs(group) for group in group_jobs(jobs)))
             child.stdin.flush()
         except (OSError, ValueError) as exc:  # BrokenPipe, or stdin closed by _kill
             log.warning("shadow process: %d jobs lost (%s)", len(jobs), exc)
@@ -288,23 +323,6 @@ class _Sessions:
         return model
 
 
-def _job(head: bytes, body: bytes, sessions: _Sessions) -> ShadowJob:
-    header, arrays = decode_job(head, body)
-    champion = Prediction(
-        classes=arrays["classes"],
-        probabilities=arrays["probabilities"],
-        latency_s=float(header["champion_latency_s"]),
-    )
-    return ShadowJob(
-        request_ids=tuple(header["request_ids"]),
-        ts=float(header["ts"]),
-        batch=arrays["batch"],
-        champion=champion,
-        champion_version=str(header["champion_version"]),
-        shadow=sessions.get(str(header["shadow_tag"]), str(header["shadow_path"])),
-    )
-
-
 def main() -> None:
     """Run shadow jobs read from stdin until it closes (``python -m deploy.shadow_process``)."""
     logging.basicConfig(
@@ -355,12 +373,13 @@ def main() -> None:
     try:
         for head, body in read_frames(sys.stdin.buffer):
             try:
-                job = _job(head, body, sessions)
+                jobs = decode_jobs(head, body, sessions.get)
             except Exception:
-                log.exception("shadow job refused")
+                log.exception("shadow jobs refused")
                 failed.inc()
                 continue
-            runner.submit(job, wait=True)  # back-pressure: the parent's queue counts drops
+            for job in jobs:
+                runner.submit(job, wait=True)  # back-pressure: the parent's queue counts drops
     finally:
         runner.stop(timeout=30.0)
         writer.stop(timeout=30.0)

@@ -4,6 +4,7 @@ and logs them, a child that dies, and a queue that fills while the child is stop
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import uuid
@@ -20,7 +21,13 @@ from deploy.config import ServeConfig
 from deploy.metrics import ServingMetrics
 from deploy.model import LoadedModel, Prediction
 from deploy.shadow import ShadowJob
-from deploy.shadow_process import ShadowProcess, decode_job, encode_job, read_frames
+from deploy.shadow_process import (
+    ShadowProcess,
+    decode_frame,
+    decode_jobs,
+    encode_jobs,
+    read_frames,
+)
 from registry.predictions import create_tables, predictions
 
 
@@ -44,31 +51,47 @@ def _job(shadow: LoadedModel, rows: int = 1, seed: int = 0) -> ShadowJob:
     )
 
 
-def test_a_job_survives_the_wire(tmp_path: Path) -> None:
-    job = _job(_fake_shadow(tmp_path), rows=3)
-    stream = io.BytesIO(encode_job(job) + encode_job(job))
+def test_jobs_survive_the_wire(tmp_path: Path) -> None:
+    shadow = _fake_shadow(tmp_path)
+    jobs = [_job(shadow, rows=3, seed=0), _job(shadow, rows=1, seed=1)]
+    stream = io.BytesIO(encode_jobs(jobs) + encode_jobs(jobs[1:]))
     frames = list(read_frames(stream))
     assert len(frames) == 2
-    header, arrays = decode_job(*frames[0])
-    assert header["request_ids"] == list(job.request_ids)
-    assert (header["shadow_tag"], header["shadow_path"]) == ("digits:v2", str(tmp_path))
-    assert (header["ts"], header["champion_latency_s"]) == (1234.5, 0.002)
-    np.testing.assert_array_equal(arrays["batch"], job.batch)
-    assert arrays["batch"].dtype == np.float32 and arrays["batch"].shape == (3, 1, 8, 8)
-    np.testing.assert_array_equal(arrays["classes"], job.champion.classes)
-    np.testing.assert_array_equal(arrays["probabilities"], job.champion.probabilities)
+    opened: list[tuple[str, str]] = []
+
+    def open_shadow(tag: str, path: str) -> LoadedModel:
+        opened.append((tag, path))
+        return shadow
+
+    received = decode_jobs(*frames[0], open_shadow)
+    assert opened == [("digits:v2", str(tmp_path))]
+    assert len(received) == 2
+    for sent, got in zip(jobs, received, strict=True):
+        assert got.request_ids == sent.request_ids and got.shadow is shadow
+        assert (got.ts, got.champion_version, got.champion.latency_s) == (1234.5, "v1", 0.002)
+        np.testing.assert_array_equal(got.batch, sent.batch)
+        assert got.batch.dtype == np.float32 and got.batch.shape == sent.batch.shape
+        np.testing.assert_array_equal(got.champion.classes, sent.champion.classes)
+        np.testing.assert_array_equal(got.champion.probabilities, sent.champion.probabilities)
+    assert [job.request_ids for job in decode_jobs(*frames[1], open_shadow)] == [
+        jobs[1].request_ids
+    ]
 
 
 def test_a_damaged_frame_is_refused(tmp_path: Path) -> None:
-    frame = encode_job(_job(_fake_shadow(tmp_path)))
+    frame = encode_jobs([_job(_fake_shadow(tmp_path), rows=2)])
     with pytest.raises(EOFError, match="ended"):
         list(read_frames(io.BytesIO(frame[:-5])))
     head, body = next(read_frames(io.BytesIO(frame)))
     with pytest.raises(ValueError, match="bytes"):
-        decode_job(head, body + b"extra")
+        decode_frame(head, body + b"extra")
     objects = head.replace(b'"<f4"', b'"|O"', 1)
     with pytest.raises(ValueError, match="only plain numbers"):
-        decode_job(objects, body)
+        decode_frame(objects, body)
+    header = json.loads(head)
+    header["jobs"][0][0].append("one-id-too-many")
+    with pytest.raises(ValueError, match="3 rows its jobs list"):
+        decode_frame(json.dumps(header).encode(), body)
 
 
 @pytest.fixture
