@@ -2,10 +2,11 @@
 
 Two pruneguard servers on loopback, identical but for --shadow-sample (1.0 and 0.0), get
 closed-loop single-row /predict traffic in alternating blocks (ABAB..., same concurrency),
-so both see the same machine load. Latency is end to end, as the client sees it.
+so both see the same machine load; each round starts a fresh pair. Latency is end to end,
+as the client sees it.
 Target (issue 5): p50 and p99 with the shadow on <= 1.10x off. Prints JSON on stdout.
 
-    .venv/bin/python bench/serve_shadow_overhead.py [--blocks 30] [--requests 200] [--concurrency 4]
+    .venv/bin/python bench/serve_shadow_overhead.py [--rounds 4] [--blocks 10] [--requests 200]
 
 ``--control`` runs both servers with the shadow off (an A/A run): the ratio it prints is the
 noise floor of the measurement on this machine. PRUNEGUARD_SHADOW_MODE=thread measures the
@@ -18,9 +19,11 @@ import argparse
 import json
 import os
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 from serve_common import (
+    Workspace,
     closed_loop,
     log,
     metric_totals,
@@ -34,55 +37,82 @@ from serve_common import (
 NAME = "serve_shadow_overhead"
 
 
+@dataclass
+class Runs:
+    """Everything measured per setting, over all rounds."""
+
+    samples: dict[str, list] = field(default_factory=lambda: {k: [] for k in SETTINGS})
+    block_ms: dict[str, list[np.ndarray]] = field(default_factory=lambda: {k: [] for k in SETTINGS})
+    blocks: dict[str, list[dict[str, float]]] = field(
+        default_factory=lambda: {k: [] for k in SETTINGS}
+    )
+    errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SETTINGS, 0))
+    cpu_ms: dict[str, float] = field(default_factory=lambda: dict.fromkeys(SETTINGS, 0.0))
+    shadow: dict[str, float] = field(default_factory=lambda: {"compared": 0.0, "dropped": 0.0})
+
+
+SETTINGS = ("shadow_on", "shadow_off")
+
+
+def run_round(ws: Workspace, args: argparse.Namespace, runs: Runs, round_no: int) -> None:
+    """A fresh pair of servers (started in alternating order) and ``blocks`` block pairs.
+
+    Fresh pairs per round: in A/A runs one server of a pair measured up to ~6% faster than
+    its twin, whichever started first, so one pair alone cannot separate 5% of overhead."""
+    sample = {"shadow_on": 0.0 if args.control else 1.0, "shadow_off": 0.0}
+    names = SETTINGS if round_no % 2 == 0 else SETTINGS[::-1]
+    servers = {
+        k: pruneguard_server(ws, shadow_sample=sample[k], name=f"{k}-{round_no}") for k in names
+    }
+    try:
+        for server in servers.values():
+            server.wait_ready()
+        for server in servers.values():  # warm-up, not measured
+            closed_loop(server.url, requests=100, concurrency=args.concurrency)
+        for block in range(args.blocks):
+            order = list(servers) if block % 2 == 0 else list(reversed(servers))
+            for name in order:
+                cpu = tree_cpu_s(servers[name].proc.pid)
+                load = closed_loop(
+                    servers[name].url, requests=args.requests, concurrency=args.concurrency
+                )
+                runs.cpu_ms[name] += (tree_cpu_s(servers[name].proc.pid) - cpu) * 1000
+                runs.samples[name] += load.samples
+                runs.block_ms[name].append(
+                    np.array([(x.end - x.start) * 1e3 for x in load.samples])
+                )
+                runs.blocks[name].append(percentiles_ms(load.samples))
+                runs.errors[name] += load.errors
+            log(
+                NAME,
+                f"round {round_no} block {block}: "
+                + ", ".join(f"{k} p50 {v[-1]['p50']}ms" for k, v in runs.blocks.items()),
+            )
+        measured = 0 if args.control else args.requests * args.blocks
+        totals = _shadow_totals(servers["shadow_on"].url, measured)
+        runs.shadow["compared"] += totals["compared"]
+        runs.shadow["dropped"] += totals["dropped"]
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--blocks", type=int, default=30, help="blocks per setting")
+    ap.add_argument("--rounds", type=int, default=4, help="fresh server pairs")
+    ap.add_argument("--blocks", type=int, default=10, help="block pairs per round")
     ap.add_argument("--requests", type=int, default=200, help="requests per block")
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--control", action="store_true", help="A/A: the shadow off on both")
     args = ap.parse_args()
     load_before = uptime()
+    runs = Runs()
     with workspace() as ws:
-        # "off" starts first: in A/A runs the first server started measured ~4% faster, so
-        # any such bias counts against the shadow, not for it.
-        servers = {
-            "shadow_off": pruneguard_server(ws, shadow_sample=0.0, name="off"),
-            "shadow_on": pruneguard_server(
-                ws, shadow_sample=0.0 if args.control else 1.0, name="on"
-            ),
-        }
-        try:
-            for server in servers.values():
-                server.wait_ready()
-            for server in servers.values():  # warm-up, not measured
-                closed_loop(server.url, requests=100, concurrency=args.concurrency)
-            samples: dict[str, list] = {k: [] for k in servers}
-            block_ms: dict[str, list[np.ndarray]] = {k: [] for k in servers}
-            blocks: dict[str, list[dict[str, float]]] = {k: [] for k in servers}
-            errors = dict.fromkeys(servers, 0)
-            cpu_ms = dict.fromkeys(servers, 0.0)
-            for block in range(args.blocks):
-                order = list(servers) if block % 2 == 0 else list(reversed(servers))
-                for name in order:
-                    cpu = tree_cpu_s(servers[name].proc.pid)
-                    load = closed_loop(
-                        servers[name].url, requests=args.requests, concurrency=args.concurrency
-                    )
-                    cpu_ms[name] += (tree_cpu_s(servers[name].proc.pid) - cpu) * 1000
-                    samples[name] += load.samples
-                    block_ms[name].append(np.array([(x.end - x.start) * 1e3 for x in load.samples]))
-                    blocks[name].append(percentiles_ms(load.samples))
-                    errors[name] += load.errors
-                log(
-                    NAME,
-                    f"block {block}: "
-                    + ", ".join(f"{k} p50 {v[-1]['p50']}ms" for k, v in blocks.items()),
-                )
-            measured = 0 if args.control else args.requests * args.blocks
-            shadow = _shadow_totals(servers["shadow_on"].url, measured)
-        finally:
-            for server in servers.values():
-                server.stop()
+        for round_no in range(args.rounds):
+            run_round(ws, args, runs, round_no)
+    samples, blocks = runs.samples, runs.blocks
+    measured = 0 if args.control else args.requests * args.blocks * args.rounds
+    shadow = {"measured_requests": measured, **runs.shadow}
     stats = {k: percentiles_ms(v) for k, v in samples.items()}
     ratio = {q: round(stats["shadow_on"][q] / stats["shadow_off"][q], 3) for q in ("p50", "p99")}
     # Each block pair ran back to back: the median of their ratios cancels slow load drift.
@@ -107,25 +137,27 @@ def main() -> None:
                 "control_a_a": args.control,
                 "shadow_mode": os.environ.get("PRUNEGUARD_SHADOW_MODE", "process"),
                 "requests_per_block": args.requests,
-                "blocks_per_setting": args.blocks,
+                "rounds": args.rounds,
+                "blocks_per_setting": args.blocks * args.rounds,
                 "concurrency": args.concurrency,
                 "latency_ms": stats,
                 "ratio_on_over_off": ratio,
                 "ratio_paired_blocks_median": paired,
                 "ratio_90ci_block_bootstrap": _bootstrap(
-                    block_ms["shadow_on"], block_ms["shadow_off"]
+                    runs.block_ms["shadow_on"], runs.block_ms["shadow_off"]
                 ),
                 "blocks_p50_ms": {k: [b["p50"] for b in v] for k, v in blocks.items()},
                 # server CPU (all its processes) per request: load-independent evidence of the cost
                 "server_cpu_ms_per_request": {
-                    k: round(v / (args.requests * args.blocks), 3) for k, v in cpu_ms.items()
+                    k: round(v / (args.requests * args.blocks * args.rounds), 3)
+                    for k, v in runs.cpu_ms.items()
                 },
-                "errors": errors,
+                "errors": runs.errors,
                 # the shadow really ran: rows compared vs measured requests (warm-up adds 100)
                 "shadow": shadow,
                 "target": "p50 and p99 ratio <= 1.10",
                 "pass": all(r <= 1.10 for r in ratio.values())
-                and not any(errors.values())
+                and not any(runs.errors.values())
                 and shadow["compared"] >= shadow["measured_requests"],
                 "loadavg_before": load_before,
                 "loadavg_after": uptime(),

@@ -153,7 +153,7 @@ class ShadowProcess:
         rng: random.Random | None = None,
         restart_after_s: float = 1.0,
         max_jobs_per_write: int = 256,
-        linger_s: float = 0.05,
+        linger_s: float = 0.1,
     ) -> None:
         self.config = config
         self.sample_rate = config.shadow_sample
@@ -366,6 +366,7 @@ def main() -> None:
         queue_size=config.shadow_queue,
         sample_rate=1.0,
         on_result=log_rows,
+        linger_s=0.0,  # a frame is already a batch: run what has arrived, do not wait
     )
     sessions = _Sessions(config.ort_threads)
     writer.start()
