@@ -172,10 +172,11 @@ class ShadowRunner:
         """The next job, plus what arrives within ``linger_s`` (up to max_jobs_per_run):
         the shadow is off the response path, so it may wait to run many jobs as one batch."""
         items = [self._queue.get()]
-        deadline = time.monotonic() + self.linger_s
+        if items[0] is not _STOP and self._queue.qsize() < self.max_jobs_per_run - 1:
+            time.sleep(self.linger_s)  # one wake-up per batch, not one per request
         while len(items) < self.max_jobs_per_run and items[-1] is not _STOP:
             try:
-                items.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+                items.append(self._queue.get_nowait())
             except queue.Empty:
                 break
         return items
