@@ -1,5 +1,6 @@
 """One serving replica's machinery, independent of HTTP: the swapper (which models), the
-shadow runner, the prediction-log writer and the metrics, wired together.
+handoff (prediction log + shadow: :mod:`deploy.handoff`, by default in the sidecar process
+of :mod:`deploy.sidecar`) and the metrics, wired together.
 
 :class:`deploy.service.PruneguardService` is a thin BentoML adapter over :class:`Replica`;
 tests drive a :class:`Replica` directly. Each worker process builds its own (its threads do
@@ -16,11 +17,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from deploy.config import ServeConfig
-from deploy.logwriter import LogSink, LogWriter, prediction_rows
+from deploy.handoff import Handoff, InWorker
+from deploy.logwriter import LogSink
 from deploy.metrics import ServingMetrics, default_metrics
 from deploy.model import LoadedModel, Prediction
-from deploy.shadow import Comparison, Shadow, ShadowJob, ShadowRunner
-from deploy.shadow_process import ShadowProcess
+from deploy.shadow import ShadowJob
+from deploy.sidecar import Sidecar
 from deploy.swap import ModelSwapper, RegistryView
 from deploy.validation import ValidationError, validate_feedback
 from registry.errors import Unavailable
@@ -63,17 +65,11 @@ class Replica:
             metrics=self.metrics,
             poll_interval_s=config.poll_interval_s,
         )
-        self.logwriter = LogWriter(
-            sink,
-            model=config.model,
-            metrics=self.metrics,
-            queue_size=config.log_queue,
-            batch_size=config.log_batch,
-            flush_s=config.log_flush_s,
-            retention_s=config.retention_s,
-            retention_rows=config.retention_rows,
+        self.handoff: Handoff = (
+            Sidecar(config, metrics=self.metrics)
+            if config.shadow_mode == "process"
+            else InWorker(config, sink=sink, metrics=self.metrics)
         )
-        self.shadow = self._make_shadow()
 
     @classmethod
     def open(cls, config: ServeConfig, *, metrics: ServingMetrics | None = None) -> Replica:
@@ -83,18 +79,6 @@ class Replica:
 
         registry = open_registry(config.db_url or None, home=config.home)
         return cls(config, registry=registry, sink=PredictionLog(registry.engine), metrics=metrics)
-
-    def _make_shadow(self) -> Shadow:
-        config = self.config
-        if config.shadow_mode == "process":
-            return ShadowProcess(config, metrics=self.metrics)
-        return ShadowRunner(
-            model=config.model,
-            metrics=self.metrics,
-            queue_size=config.shadow_queue,
-            sample_rate=config.shadow_sample,
-            on_result=self._log_shadow,
-        )
 
     def _load(self, path: Path, tag: str) -> LoadedModel:
         return LoadedModel.load(path, tag=tag, threads=self.config.ort_threads)
@@ -108,14 +92,12 @@ class Replica:
             log.exception(
                 "initial registry read failed; retrying every %.1fs", self.config.poll_interval_s
             )
-        self.logwriter.start()
-        self.shadow.start()
+        self.handoff.start()
         self.swapper.start()
 
     def stop(self) -> None:
         self.swapper.stop()
-        self.shadow.stop()
-        self.logwriter.stop()
+        self.handoff.stop()
 
     @property
     def ready(self) -> bool:
@@ -143,12 +125,9 @@ class Replica:
         self.metrics.predictions.labels(self.config.model, "champion", champion.version).inc(
             len(ids)
         )
-        self.logwriter.put(
-            prediction_rows(self.config.model, ids, ts, "champion", champion.version, batch, answer)
-        )
         shadow = deployment.shadow
-        if shadow is not None and self.shadow.should_sample():
-            self.shadow.submit(ShadowJob(ids, ts, batch, answer, champion.version, shadow))
+        mirror = shadow if shadow is not None and self.handoff.should_sample() else None
+        self.handoff.submit(ShadowJob(ids, ts, batch, answer, champion.version, mirror))
         return _response(ids, champion, answer)
 
     def feedback(self, request_id: Any, label: Any) -> dict[str, Any]:
@@ -171,17 +150,9 @@ class Replica:
             "revision": current.revision,
             "champion": current.champion.tag if current.champion else None,
             "shadow": current.shadow.tag if current.shadow else None,
-            "shadow_pending": self.shadow.pending(),
+            "pending": self.handoff.pending(),
             "config": _public_config(self.config),
         }
-
-    # --- prediction log -------------------------------------------------------------------
-    def _log_shadow(self, job: ShadowJob, answer: Prediction, _: Comparison) -> None:
-        rows = prediction_rows(
-            self.config.model, job.request_ids, job.ts, "shadow", job.shadow.version,
-            job.batch, answer, features=False,
-        )  # fmt: skip
-        self.logwriter.put(rows)
 
 
 def _public_config(config: ServeConfig) -> dict[str, str]:

@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
@@ -26,7 +25,6 @@ from deploy.model import LoadedModel, Prediction
 
 __all__ = [
     "Comparison",
-    "Shadow",
     "ShadowJob",
     "ShadowRunner",
     "compare",
@@ -78,26 +76,11 @@ class ShadowJob:
     batch: np.ndarray
     champion: Prediction
     champion_version: str
-    shadow: LoadedModel
+    shadow: LoadedModel | None  # None: logged by the sidecar, not mirrored
 
 
 ResultHook = Callable[[ShadowJob, Prediction, Comparison], None]
 _STOP = object()
-
-
-class Shadow(Protocol):
-    """What a replica needs from its shadow: :class:`ShadowRunner` (a thread in this
-    process) or :class:`deploy.shadow_process.ShadowProcess` (a process of its own)."""
-
-    def should_sample(self) -> bool: ...
-
-    def submit(self, job: ShadowJob) -> bool: ...
-
-    def start(self) -> None: ...
-
-    def stop(self, timeout: float = 5.0) -> None: ...
-
-    def pending(self) -> int: ...
 
 
 def sampled(rate: float, rng: random.Random) -> bool:
@@ -203,6 +186,8 @@ class ShadowRunner:
         """Run jobs that share a shadow model and row shape as ONE batch (amortizing the
         session call and the comparison), then report per job. Errors are counted."""
         shadow = jobs[0].shadow
+        if shadow is None:
+            return []  # not mirrored
         rows = sum(len(job.batch) for job in jobs)
         try:
             batch = concat([job.batch for job in jobs])

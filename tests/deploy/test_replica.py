@@ -60,13 +60,20 @@ def test_predict_logs_champion_and_shadow_and_counts(models: Models, shadow_mode
     assert reg.get_sample_value("pruneguard_feedback_total", {"model": MODEL}) == 1
 
 
-def test_sample_rate_zero_never_runs_the_shadow(models: Models) -> None:
+@pytest.mark.parametrize("shadow_mode", ["process", "thread"])
+def test_sample_rate_zero_logs_the_champion_and_never_runs_the_shadow(
+    models: Models, shadow_mode: str
+) -> None:
     reg = CollectorRegistry()
-    replica = _replica(models, reg, shadow_sample=0.0)
-    replica.swapper.refresh()
-    for _ in range(5):
-        replica.predict([ROW])
-    assert replica.shadow.pending() == 0
+    replica = _replica(models, reg, shadow_sample=0.0, shadow_mode=shadow_mode)
+    replica.start()
+    try:
+        for _ in range(5):
+            replica.predict([ROW])
+    finally:
+        replica.stop()  # writes what is queued before returning
+    frame = read_window(models.registry.engine, MODEL, since_ts=0)
+    assert frame.variant.tolist() == ["champion"] * 5
     assert (
         reg.get_sample_value(
             "pruneguard_shadow_comparisons_total", {"model": MODEL, "outcome": "agree"}

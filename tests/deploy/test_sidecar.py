@@ -1,5 +1,5 @@
-"""The shadow in its own process: the wire format, a real niced child that runs the jobs
-and logs them, a child that dies, and a queue that fills while the child is stopped."""
+"""The sidecar process: the wire format, a real niced child that logs the requests and
+runs the shadow, a child that dies, and a queue that fills while the child is stopped."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import os
 import signal
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +22,8 @@ from deploy.config import ServeConfig
 from deploy.metrics import ServingMetrics
 from deploy.model import LoadedModel, Prediction
 from deploy.shadow import ShadowJob
-from deploy.shadow_process import (
-    ShadowProcess,
+from deploy.sidecar import (
+    Sidecar,
     decode_frame,
     decode_jobs,
     encode_jobs,
@@ -100,24 +101,30 @@ def models_on_disk(models: Models) -> tuple[Models, LoadedModel]:
     return models, shadow
 
 
-def _shadow_rows(models: Models) -> list[sa.Row]:
+def _shadow_rows(models: Models, variant: str = "shadow") -> list[sa.Row]:
     create_tables(models.registry.engine)
     with models.registry.engine.connect() as conn:
-        query = sa.select(predictions).where(predictions.c.variant == "shadow")
+        query = sa.select(predictions).where(predictions.c.variant == variant)
         return list(conn.execute(query))
 
 
-def _process(models: Models, reg: CollectorRegistry, **overrides: object) -> ShadowProcess:
+def _process(models: Models, reg: CollectorRegistry, **overrides: object) -> Sidecar:
     settings: dict[str, object] = {"model": MODEL, "home": models.home, "log_flush_s": 0.05}
     settings.update(overrides)
     restart = float(settings.pop("restart_after_s", 1.0))  # type: ignore[arg-type]
+    size = settings.pop("queue_size", None)
     config = ServeConfig(**settings)  # type: ignore[arg-type]
-    return ShadowProcess(config, metrics=ServingMetrics(reg), restart_after_s=restart)
+    return Sidecar(
+        config,
+        metrics=ServingMetrics(reg),
+        restart_after_s=restart,
+        queue_size=size,  # type: ignore[arg-type]
+    )
 
 
 @pytest.fixture
-def stopping() -> Iterator[list[ShadowProcess]]:
-    started: list[ShadowProcess] = []
+def stopping() -> Iterator[list[Sidecar]]:
+    started: list[Sidecar] = []
     yield started
     for process in started:
         process.stop()
@@ -131,7 +138,7 @@ def _dropped(reg: CollectorRegistry, reason: str) -> float:
 
 
 def test_jobs_run_in_a_niced_child_and_reach_the_prediction_log(
-    models_on_disk: tuple[Models, LoadedModel], stopping: list[ShadowProcess]
+    models_on_disk: tuple[Models, LoadedModel], stopping: list[Sidecar]
 ) -> None:
     models, shadow = models_on_disk
     process = _process(models, CollectorRegistry(), shadow_nice=5)
@@ -151,10 +158,31 @@ def test_jobs_run_in_a_niced_child_and_reach_the_prediction_log(
     assert [rows[i].prediction for i in ids] == answers.tolist()  # the shadow's own answers
     assert {row.version for row in rows.values()} == {shadow.version}
     assert all(row.features == [] for row in rows.values())
+    champion = {row.request_id: row for row in _shadow_rows(models, "champion")}
+    assert set(champion) == set(rows)  # the sidecar logs the champion's rows too
+    first = jobs[0]
+    row = champion[first.request_ids[0]]
+    assert (row.version, row.prediction) == ("v1", int(first.champion.classes[0]))
+    np.testing.assert_allclose(row.features, first.batch[0].reshape(-1), rtol=1e-6)
+
+
+def test_a_request_not_mirrored_is_logged_only(
+    models_on_disk: tuple[Models, LoadedModel], stopping: list[Sidecar]
+) -> None:
+    models, shadow = models_on_disk
+    process = _process(models, CollectorRegistry())
+    stopping.append(process)
+    process.start()
+    logged_only = replace(_job(shadow, rows=3), shadow=None)
+    mirrored = _job(shadow, rows=1, seed=1)
+    assert process.submit(logged_only) and process.submit(mirrored)
+    process.stop()
+    assert len(_shadow_rows(models, "champion")) == 4
+    assert [row.request_id for row in _shadow_rows(models)] == list(mirrored.request_ids)
 
 
 def test_a_dead_child_is_counted_and_not_restarted_before_its_time(
-    models_on_disk: tuple[Models, LoadedModel], stopping: list[ShadowProcess]
+    models_on_disk: tuple[Models, LoadedModel], stopping: list[Sidecar]
 ) -> None:
     models, shadow = models_on_disk
     reg = CollectorRegistry()
@@ -167,10 +195,14 @@ def test_a_dead_child_is_counted_and_not_restarted_before_its_time(
     assert all(process.submit(_job(shadow, seed=i)) for i in range(5))  # never raises
     wait_for(lambda: process.pending() == 0)
     assert _dropped(reg, "error") == 5 and process.spawns == 1
+    lost_rows = reg.get_sample_value(
+        "pruneguard_predlog_dropped_total", {"model": MODEL, "reason": "error"}
+    )
+    assert lost_rows == 5
 
 
 def test_a_dead_child_is_replaced(
-    models_on_disk: tuple[Models, LoadedModel], stopping: list[ShadowProcess]
+    models_on_disk: tuple[Models, LoadedModel], stopping: list[Sidecar]
 ) -> None:
     models, shadow = models_on_disk
     process = _process(models, CollectorRegistry(), restart_after_s=0.0)
@@ -187,11 +219,11 @@ def test_a_dead_child_is_replaced(
 
 
 def test_a_stalled_child_fills_the_queue_and_submit_drops_and_counts(
-    models_on_disk: tuple[Models, LoadedModel], stopping: list[ShadowProcess]
+    models_on_disk: tuple[Models, LoadedModel], stopping: list[Sidecar]
 ) -> None:
     models, shadow = models_on_disk
     reg = CollectorRegistry()
-    process = _process(models, reg, shadow_queue=2)
+    process = _process(models, reg, queue_size=2)
     stopping.append(process)
     process.start()
     pid = wait_for(lambda: process.child_pid)

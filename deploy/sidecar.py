@@ -1,20 +1,26 @@
-"""The shadow in a process of its own, at a lower CPU priority than the champion.
+"""The sidecar: a process beside each serving worker that writes the prediction log and
+runs the shadow, at a lower CPU priority than the champion.
 
-In a thread, the shadow's inference, comparison and log rows share the serving process's
-GIL and CPU with the requests, and on a busy machine the champion's tail latency pays for
-it. :class:`ShadowProcess` keeps only a bounded queue in the serving process: a forwarder
-thread writes each job as one frame to a child process (``python -m deploy.shadow_process``)
-that runs a :class:`deploy.shadow.ShadowRunner` niced by ``shadow_nice``, and writes its
-own metrics (prometheus multiprocess files, summed on ``/metrics``) and prediction-log rows.
+Done in the worker, the shadow's inference and comparison and the prediction-log inserts
+share its GIL and CPU with the requests, and the champion's latency and throughput pay for
+it. With :class:`Sidecar` the worker only queues each answered request (bounded, never
+blocking); a forwarder thread writes the queue every ``linger_s`` to a child process
+(``python -m deploy.sidecar``), niced by ``shadow_nice``. The child logs the champion's
+rows, runs the shadow on the sampled ones (a :class:`deploy.shadow.ShadowRunner`) and logs
+those too; its metrics go to the same prometheus multiprocess directory (summed on
+``/metrics``).
 
-Nothing blocks a request: a full queue drops and counts (``reason="queue_full"``); a child
-that died is counted (``reason="error"``) and started again. The child exits when its
-input closes (the parent stopped or died), after running and logging what it received.
+Nothing blocks a request: a full queue drops and counts (``reason="queue_full"`` on
+``pruneguard_predlog_dropped_total`` per row and on ``pruneguard_shadow_dropped_total`` per
+mirrored request); a child that died loses what was in flight, counted the same way with
+``reason="error"``, and is started again. The child exits when its input closes (the
+worker stopped or died), after logging and running what it received.
 
-Wire format, no pickle: per group of jobs, ``<II`` (header length, body length), a JSON
-header (per job its request ids, time, champion version and latency; the shadow's tag and
-path; each array's dtype and shape), then the raw bytes of the arrays, concatenated over
-the jobs (batch, champion classes, champion probabilities).
+Wire format, no pickle: per group of requests (same shadow version, same row shape),
+``<II`` (header length, body length), a JSON header (per request its ids, time, champion
+version and latency; the shadow's tag and path, or null when not mirrored; each array's
+dtype and shape), then the raw bytes of the arrays concatenated over the group (batch,
+champion classes, champion probabilities).
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ from deploy.metrics import ServingMetrics
 from deploy.model import LoadedModel, Prediction
 from deploy.shadow import ShadowJob, concat, group_jobs, sampled
 
-__all__ = ["ShadowProcess", "decode_frame", "decode_jobs", "encode_jobs", "main", "read_frames"]
+__all__ = ["Sidecar", "decode_frame", "decode_jobs", "encode_jobs", "main", "read_frames"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +64,7 @@ ROOT = Path(__file__).resolve().parent.parent  # holds the deploy/ package
 def encode_jobs(jobs: list[ShadowJob]) -> bytes:
     """One frame for jobs that share a shadow version and row shape (see ``group_jobs``):
     their arrays travel concatenated, so the cost is per frame, not per request."""
+    shadow = jobs[0].shadow
     arrays = [
         concat([job.batch for job in jobs]),
         concat([job.champion.classes for job in jobs]),
@@ -68,8 +75,8 @@ def encode_jobs(jobs: list[ShadowJob]) -> bytes:
             [list(job.request_ids), job.ts, job.champion_version, job.champion.latency_s]
             for job in jobs
         ],
-        "shadow_tag": jobs[0].shadow.tag,
-        "shadow_path": str(jobs[0].shadow.path),
+        "shadow_tag": shadow.tag if shadow is not None else None,
+        "shadow_path": str(shadow.path) if shadow is not None else None,
         "arrays": [[a.dtype.str, list(a.shape)] for a in arrays],
     }
     head = json.dumps(header).encode()
@@ -99,9 +106,10 @@ def decode_frame(head: bytes, body: bytes) -> tuple[dict[str, Any], dict[str, np
 def decode_jobs(
     head: bytes, body: bytes, shadow: Callable[[str, str], LoadedModel]
 ) -> list[ShadowJob]:
-    """The jobs of one frame; ``shadow(tag, path)`` gives the model they run on."""
+    """The jobs of one frame; ``shadow(tag, path)`` gives the model mirrored ones run on."""
     header, arrays = decode_frame(head, body)
-    model = shadow(str(header["shadow_tag"]), str(header["shadow_path"]))
+    tag = header["shadow_tag"]
+    model = None if tag is None else shadow(str(tag), str(header["shadow_path"]))
     jobs, start = [], 0
     for request_ids, ts, champion_version, latency_s in header["jobs"]:
         rows = slice(start, start + len(request_ids))
@@ -128,7 +136,7 @@ def read_frames(stream: IO[bytes]) -> Any:
         head = _read_exact(stream, head_len)
         body = _read_exact(stream, body_len) if body_len else b""
         if head is None or body is None:
-            raise EOFError("the shadow input ended inside a frame")
+            raise EOFError("the sidecar input ended inside a frame")
         yield head, body
 
 
@@ -137,13 +145,13 @@ def _read_exact(stream: IO[bytes], n: int) -> bytes | None:
     if not data:
         return None
     if len(data) < n:
-        raise EOFError(f"the shadow input ended after {len(data)} of {n} bytes")
+        raise EOFError(f"the sidecar input ended after {len(data)} of {n} bytes")
     return data
 
 
 # --- the serving side -----------------------------------------------------------------------
-class ShadowProcess:
-    """A bounded queue in this process; the shadow itself runs in a child process."""
+class Sidecar:
+    """A bounded queue in the worker; logging and the shadow run in a child process."""
 
     def __init__(
         self,
@@ -151,6 +159,7 @@ class ShadowProcess:
         *,
         metrics: ServingMetrics,
         rng: random.Random | None = None,
+        queue_size: int | None = None,
         restart_after_s: float = 1.0,
         max_jobs_per_write: int = 256,
         linger_s: float = 0.1,
@@ -160,10 +169,11 @@ class ShadowProcess:
         self.restart_after_s = restart_after_s
         self.max_jobs_per_write = max_jobs_per_write
         self.linger_s = linger_s
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=config.shadow_queue)
+        self.metrics = metrics
+        # One queued request per answered request: as many as the log may hold.
+        size = config.log_queue if queue_size is None else queue_size
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=size)
         self._rng = rng or random.Random()
-        self._full = metrics.shadow_dropped.labels(config.model, "queue_full")
-        self._failed = metrics.shadow_dropped.labels(config.model, "error")
         self._thread: threading.Thread | None = None
         self._child: subprocess.Popen[bytes] | None = None
         self._spawned_at = -float("inf")
@@ -178,24 +188,31 @@ class ShadowProcess:
         return sampled(self.sample_rate, self._rng)
 
     def submit(self, job: ShadowJob) -> bool:
-        """Queue ``job`` without blocking; False (and counted) when the queue is full."""
+        """Queue an answered request (mirrored when ``job.shadow`` is set) without
+        blocking; False (and counted) when the queue is full."""
         try:
             self._queue.put_nowait(job)
         except queue.Full:
-            self._full.inc()
+            self._lost([job], "queue_full")
             return False
         return True
+
+    def _lost(self, jobs: list[ShadowJob], reason: str) -> None:
+        model = self.config.model
+        self.metrics.predlog_dropped.labels(model, reason).inc(sum(len(j.batch) for j in jobs))
+        mirrored = sum(job.shadow is not None for job in jobs)
+        if mirrored:
+            self.metrics.shadow_dropped.labels(model, reason).inc(mirrored)
 
     def pending(self) -> int:
         return self._queue.unfinished_tasks
 
     def start(self) -> None:
-        """Start the forwarder, and the child unless nothing is ever sampled."""
+        """Start the child (now, so that it is ready when traffic comes) and the forwarder."""
         if self._thread is None:
-            if self.sample_rate > 0:
-                self._running_child()  # started now, so it is ready when traffic comes
+            self._running_child()
             self._thread = threading.Thread(
-                target=self._forward, name="pruneguard-shadow-forward", daemon=True
+                target=self._forward, name="pruneguard-sidecar-forward", daemon=True
             )
             self._thread.start()
 
@@ -206,7 +223,7 @@ class ShadowProcess:
         try:
             self._queue.put(_STOP, timeout=timeout)
         except queue.Full:
-            log.warning("shadow process: queue still full after %.1fs; stopping it", timeout)
+            log.warning("sidecar: queue still full after %.1fs; stopping it", timeout)
             self._kill()
         self._thread.join(timeout)
         self._thread = None
@@ -237,14 +254,14 @@ class ShadowProcess:
     def _send(self, jobs: list[ShadowJob]) -> None:
         child = self._running_child()
         if child is None or child.stdin is None:
-            self._failed.inc(len(jobs))
+            self._lost(jobs, "error")
             return
         try:
             child.stdin.write(b"".join(encode_jobs(group) for group in group_jobs(jobs)))
             child.stdin.flush()
         except (OSError, ValueError) as exc:  # BrokenPipe, or stdin closed by _kill
-            log.warning("shadow process: %d jobs lost (%s)", len(jobs), exc)
-            self._failed.inc(len(jobs))
+            log.warning("sidecar: %d requests lost (%s)", len(jobs), exc)
+            self._lost(jobs, "error")
 
     def _running_child(self) -> subprocess.Popen[bytes] | None:
         """The live child, or a new one (at most one start per ``restart_after_s``)."""
@@ -252,7 +269,7 @@ class ShadowProcess:
         if child is not None and child.poll() is None:
             return child
         if child is not None:
-            log.warning("shadow process %d exited with %s", child.pid, child.returncode)
+            log.warning("sidecar %d exited with %s", child.pid, child.returncode)
             self._child = None
             _close_input(child)
         if time.monotonic() - self._spawned_at < self.restart_after_s:
@@ -260,17 +277,17 @@ class ShadowProcess:
         self._spawned_at = time.monotonic()
         try:
             self._child = subprocess.Popen(
-                [sys.executable, "-m", "deploy.shadow_process"],
+                [sys.executable, "-m", "deploy.sidecar"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 env=self._child_env(),
                 cwd=ROOT,
             )
         except OSError as exc:
-            log.error("shadow process: cannot start (%s)", exc)
+            log.error("sidecar: cannot start (%s)", exc)
             return None
         self.spawns += 1
-        log.info("shadow process %d started (nice +%d)", self._child.pid, self.config.shadow_nice)
+        log.info("sidecar %d started (nice +%d)", self._child.pid, self.config.shadow_nice)
         return self._child
 
     def _child_env(self) -> dict[str, str]:
@@ -287,7 +304,7 @@ class ShadowProcess:
         try:
             child.wait(timeout)
         except subprocess.TimeoutExpired:
-            log.warning("shadow process %d did not finish in %.1fs; killed", child.pid, timeout)
+            log.warning("sidecar %d did not finish in %.1fs; killed", child.pid, timeout)
             child.kill()
             child.wait()
 
@@ -324,66 +341,45 @@ class _Sessions:
 
 
 def main() -> None:
-    """Run shadow jobs read from stdin until it closes (``python -m deploy.shadow_process``)."""
+    """Log and mirror the requests read from stdin until it closes (``python -m deploy.sidecar``)."""
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s pruneguard-shadow %(levelname)s %(message)s"
+        level=logging.INFO, format="%(asctime)s pruneguard-sidecar %(levelname)s %(message)s"
     )
-    # The parent decides when this ends (by closing stdin); a terminal's Ctrl-C or a
-    # group-wide SIGTERM must not lose the jobs already received.
+    # The worker decides when this ends (by closing stdin); a terminal's Ctrl-C or a
+    # group-wide SIGTERM must not lose the requests already received.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     config = ServeConfig.from_env()
     os.nice(config.shadow_nice)  # before the heavy imports below
-    from deploy.logwriter import LogWriter, prediction_rows
+    from deploy.handoff import InWorker
     from deploy.metrics import default_metrics
-    from deploy.shadow import ShadowRunner
     from registry import open_registry
     from registry.predictions import PredictionLog
 
     metrics = default_metrics()
-    failed = metrics.shadow_dropped.labels(config.model, "error")
     registry = open_registry(config.db_url or None, home=config.home)
-    writer = LogWriter(
-        PredictionLog(registry.engine),
-        model=config.model,
+    # A frame is already a batch: the shadow runs what has arrived without waiting.
+    here = InWorker(
+        config,
+        sink=PredictionLog(registry.engine),
         metrics=metrics,
-        queue_size=config.log_queue,
-        batch_size=config.log_batch,
-        flush_s=config.log_flush_s,
-    )
-
-    def log_rows(job: ShadowJob, answer: Prediction, _: object) -> None:
-        writer.put(
-            prediction_rows(
-                config.model, job.request_ids, job.ts, "shadow", job.shadow.version,
-                job.batch, answer, features=False,
-            )
-        )  # fmt: skip
-
-    runner = ShadowRunner(
-        model=config.model,
-        metrics=metrics,
-        queue_size=config.shadow_queue,
-        sample_rate=1.0,
-        on_result=log_rows,
-        linger_s=0.0,  # a frame is already a batch: run what has arrived, do not wait
+        wait_for_shadow=True,
+        shadow_linger_s=0.0,
     )
     sessions = _Sessions(config.ort_threads)
-    writer.start()
-    runner.start()
+    here.start()
     try:
         for head, body in read_frames(sys.stdin.buffer):
             try:
                 jobs = decode_jobs(head, body, sessions.get)
             except Exception:
-                log.exception("shadow jobs refused")
-                failed.inc()
+                log.exception("sidecar frame refused")
+                metrics.predlog_dropped.labels(config.model, "error").inc()
                 continue
             for job in jobs:
-                runner.submit(job, wait=True)  # back-pressure: the parent's queue counts drops
+                here.submit(job)
     finally:
-        runner.stop(timeout=30.0)
-        writer.stop(timeout=30.0)
+        here.stop(timeout=30.0)
         registry.close()
 
 
