@@ -8,7 +8,7 @@ import json
 import os
 import signal
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -101,7 +101,8 @@ def models_on_disk(models: Models) -> tuple[Models, LoadedModel]:
     return models, shadow
 
 
-def _shadow_rows(models: Models, variant: str = "shadow") -> list[sa.Row]:
+def _logged(models: Models, variant: str = "shadow") -> list[sa.Row]:
+    """The prediction-log rows of ``variant``."""
     create_tables(models.registry.engine)
     with models.registry.engine.connect() as conn:
         query = sa.select(predictions).where(predictions.c.variant == variant)
@@ -123,11 +124,26 @@ def _process(models: Models, reg: CollectorRegistry, **overrides: object) -> Sid
 
 
 @pytest.fixture
-def stopping() -> Iterator[list[Sidecar]]:
+def start(models_on_disk: tuple[Models, LoadedModel]) -> Iterator[Callable[..., Sidecar]]:
+    """Start a sidecar for the test's registry (stopped at the end)."""
     started: list[Sidecar] = []
-    yield started
+
+    def _start(reg: CollectorRegistry | None = None, **overrides: object) -> Sidecar:
+        process = _process(models_on_disk[0], reg or CollectorRegistry(), **overrides)
+        started.append(process)
+        process.start()
+        return process
+
+    yield _start
     for process in started:
         process.stop()
+
+
+def _kill_child(process: Sidecar) -> int:
+    pid: int = wait_for(lambda: process.child_pid)
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: process.child_pid is None)
+    return pid
 
 
 def _dropped(reg: CollectorRegistry, reason: str) -> float:
@@ -138,12 +154,10 @@ def _dropped(reg: CollectorRegistry, reason: str) -> float:
 
 
 def test_jobs_run_in_a_niced_child_and_reach_the_prediction_log(
-    models_on_disk: tuple[Models, LoadedModel], stopping: list[Sidecar]
+    models_on_disk: tuple[Models, LoadedModel], start: Callable[..., Sidecar]
 ) -> None:
     models, shadow = models_on_disk
-    process = _process(models, CollectorRegistry(), shadow_nice=5)
-    stopping.append(process)
-    process.start()
+    process = start(shadow_nice=5)
     pid = wait_for(lambda: process.child_pid)
     expected = min(19, os.getpriority(os.PRIO_PROCESS, 0) + 5)
     wait_for(lambda: os.getpriority(os.PRIO_PROCESS, pid) == expected)  # the child's first step
@@ -151,14 +165,14 @@ def test_jobs_run_in_a_niced_child_and_reach_the_prediction_log(
     assert all(process.submit(job) for job in jobs)
     process.stop()
     assert process.child_pid is None  # the child finished its input and exited
-    rows = {row.request_id: row for row in _shadow_rows(models)}
+    rows = {row.request_id: row for row in _logged(models)}
     assert len(rows) == 20  # written before stop() returned: nothing queued is lost
     answers = shadow.predict(np.concatenate([job.batch for job in jobs])).classes
     ids = [request_id for job in jobs for request_id in job.request_ids]
     assert [rows[i].prediction for i in ids] == answers.tolist()  # the shadow's own answers
     assert {row.version for row in rows.values()} == {shadow.version}
     assert all(row.features == [] for row in rows.values())
-    champion = {row.request_id: row for row in _shadow_rows(models, "champion")}
+    champion = {row.request_id: row for row in _logged(models, "champion")}
     assert set(champion) == set(rows)  # the sidecar logs the champion's rows too
     first = jobs[0]
     row = champion[first.request_ids[0]]
@@ -167,31 +181,25 @@ def test_jobs_run_in_a_niced_child_and_reach_the_prediction_log(
 
 
 def test_a_request_not_mirrored_is_logged_only(
-    models_on_disk: tuple[Models, LoadedModel], stopping: list[Sidecar]
+    models_on_disk: tuple[Models, LoadedModel], start: Callable[..., Sidecar]
 ) -> None:
     models, shadow = models_on_disk
-    process = _process(models, CollectorRegistry())
-    stopping.append(process)
-    process.start()
+    process = start()
     logged_only = replace(_job(shadow, rows=3), shadow=None)
     mirrored = _job(shadow, rows=1, seed=1)
     assert process.submit(logged_only) and process.submit(mirrored)
     process.stop()
-    assert len(_shadow_rows(models, "champion")) == 4
-    assert [row.request_id for row in _shadow_rows(models)] == list(mirrored.request_ids)
+    assert len(_logged(models, "champion")) == 4
+    assert [row.request_id for row in _logged(models)] == list(mirrored.request_ids)
 
 
 def test_a_dead_child_is_counted_and_not_restarted_before_its_time(
-    models_on_disk: tuple[Models, LoadedModel], stopping: list[Sidecar]
+    models_on_disk: tuple[Models, LoadedModel], start: Callable[..., Sidecar]
 ) -> None:
-    models, shadow = models_on_disk
+    shadow = models_on_disk[1]
     reg = CollectorRegistry()
-    process = _process(models, reg, restart_after_s=3600.0)
-    stopping.append(process)
-    process.start()
-    pid = wait_for(lambda: process.child_pid)
-    os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: process.child_pid is None)
+    process = start(reg, restart_after_s=3600.0)
+    _kill_child(process)
     assert all(process.submit(_job(shadow, seed=i)) for i in range(5))  # never raises
     wait_for(lambda: process.pending() == 0)
     assert _dropped(reg, "error") == 5 and process.spawns == 1
@@ -202,30 +210,24 @@ def test_a_dead_child_is_counted_and_not_restarted_before_its_time(
 
 
 def test_a_dead_child_is_replaced(
-    models_on_disk: tuple[Models, LoadedModel], stopping: list[Sidecar]
+    models_on_disk: tuple[Models, LoadedModel], start: Callable[..., Sidecar]
 ) -> None:
     models, shadow = models_on_disk
-    process = _process(models, CollectorRegistry(), restart_after_s=0.0)
-    stopping.append(process)
-    process.start()
-    first = wait_for(lambda: process.child_pid)
-    os.kill(first, signal.SIGKILL)
-    wait_for(lambda: process.child_pid is None)
+    process = start(restart_after_s=0.0)
+    first = _kill_child(process)
     job = _job(shadow)
     assert process.submit(job)
-    wait_for(lambda: _shadow_rows(models))
+    wait_for(lambda: _logged(models))
     assert process.spawns == 2 and process.child_pid not in (None, first)
-    assert [row.request_id for row in _shadow_rows(models)] == list(job.request_ids)
+    assert [row.request_id for row in _logged(models)] == list(job.request_ids)
 
 
 def test_a_stalled_child_fills_the_queue_and_submit_drops_and_counts(
-    models_on_disk: tuple[Models, LoadedModel], stopping: list[Sidecar]
+    models_on_disk: tuple[Models, LoadedModel], start: Callable[..., Sidecar]
 ) -> None:
     models, shadow = models_on_disk
     reg = CollectorRegistry()
-    process = _process(models, reg, queue_size=2)
-    stopping.append(process)
-    process.start()
+    process = start(reg, queue_size=2)
     pid = wait_for(lambda: process.child_pid)
     os.kill(pid, signal.SIGSTOP)  # reads nothing: the pipe fills, then the queue
     try:
@@ -235,4 +237,4 @@ def test_a_stalled_child_fills_the_queue_and_submit_drops_and_counts(
     assert 0 < accepted < 2000
     assert _dropped(reg, "queue_full") == 2000 - accepted
     process.stop(timeout=60.0)
-    assert len(_shadow_rows(models)) == accepted  # everything accepted was run and logged
+    assert len(_logged(models)) == accepted  # everything accepted was run and logged
