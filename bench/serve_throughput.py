@@ -1,11 +1,12 @@
 """Serving throughput: pruneguard's service vs a plain BentoML service on the same ONNX model.
 
 Both servers run at once on loopback; closed-loop clients send single-row /predict requests
-to one server per block, alternating blocks (ABAB...) so both see the same machine load.
+to one server per block, alternating blocks (ABAB...) so both see the same machine load;
+each round starts a fresh pair.
 pruneguard runs with its defaults (shadow on 100% of requests, prediction log, metrics).
 Target (issue 5): pruneguard >= 0.8x the plain service's requests/s. Prints JSON on stdout.
 
-    .venv/bin/python bench/serve_throughput.py [--blocks 6] [--requests 400] [--concurrency 4]
+    .venv/bin/python bench/serve_throughput.py [--rounds 3] [--blocks 4] [--requests 400]
 """
 
 from __future__ import annotations
@@ -13,13 +14,16 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from typing import Any
 
 from serve_common import (
+    Workspace,
     closed_loop,
     log,
     percentiles_ms,
     plain_server,
     pruneguard_server,
+    tree_cpu_s,
     uptime,
     workspace,
 )
@@ -27,45 +31,67 @@ from serve_common import (
 NAME = "serve_throughput"
 
 
+SERVERS = ("pruneguard", "plain")
+
+
+def run_round(ws: Workspace, args: argparse.Namespace, seen: dict[str, Any], round_no: int) -> None:
+    """A fresh pair of servers (started in alternating order), ``blocks`` blocks each:
+    one server pair alone carries an instance effect of a few percent (seen in A/A runs)."""
+    names = SERVERS if round_no % 2 == 0 else SERVERS[::-1]
+    start_server = {
+        "pruneguard": lambda: pruneguard_server(
+            ws, shadow_sample=args.shadow_sample, name=f"pg-{round_no}"
+        ),
+        "plain": lambda: plain_server(ws),
+    }
+    servers = {name: start_server[name]() for name in names}
+    try:
+        for server in servers.values():
+            server.wait_ready()
+        for server in servers.values():  # warm-up, not measured
+            closed_loop(server.url, requests=100, concurrency=args.concurrency)
+        for block in range(args.blocks):
+            order = list(servers) if block % 2 == 0 else list(reversed(servers))
+            for name in order:
+                cpu = tree_cpu_s(servers[name].proc.pid)
+                start = time.perf_counter()
+                load = closed_loop(
+                    servers[name].url, requests=args.requests, concurrency=args.concurrency
+                )
+                seen["rps"][name].append(args.requests / (time.perf_counter() - start))
+                seen["cpu_ms"][name] += (tree_cpu_s(servers[name].proc.pid) - cpu) * 1000
+                seen["samples"][name] += load.samples
+                seen["errors"][name] += load.errors
+            log(
+                NAME,
+                f"round {round_no} block {block}: "
+                + ", ".join(f"{k} {v[-1]:.0f} req/s" for k, v in seen["rps"].items()),
+            )
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--blocks", type=int, default=6, help="blocks per server")
+    ap.add_argument("--rounds", type=int, default=3, help="fresh server pairs")
+    ap.add_argument("--blocks", type=int, default=4, help="blocks per server and round")
     ap.add_argument("--requests", type=int, default=400, help="requests per block")
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--shadow-sample", type=float, default=1.0)
     args = ap.parse_args()
     load_before = uptime()
+    seen: dict[str, Any] = {
+        "rps": {k: [] for k in SERVERS},
+        "samples": {k: [] for k in SERVERS},
+        "errors": dict.fromkeys(SERVERS, 0),
+        "cpu_ms": dict.fromkeys(SERVERS, 0.0),
+    }
     with workspace() as ws:
-        servers = {
-            "pruneguard": pruneguard_server(ws, shadow_sample=args.shadow_sample),
-            "plain": plain_server(ws),
-        }
-        try:
-            for server in servers.values():
-                server.wait_ready()
-            for server in servers.values():  # warm-up, not measured
-                closed_loop(server.url, requests=100, concurrency=args.concurrency)
-            rps: dict[str, list[float]] = {k: [] for k in servers}
-            samples: dict[str, list] = {k: [] for k in servers}
-            errors = dict.fromkeys(servers, 0)
-            for block in range(args.blocks):
-                order = list(servers) if block % 2 == 0 else list(reversed(servers))
-                for name in order:
-                    start = time.perf_counter()
-                    load = closed_loop(
-                        servers[name].url, requests=args.requests, concurrency=args.concurrency
-                    )
-                    rps[name].append(args.requests / (time.perf_counter() - start))
-                    samples[name] += load.samples
-                    errors[name] += load.errors
-                log(
-                    NAME,
-                    f"block {block}: "
-                    + ", ".join(f"{k} {v[-1]:.0f} req/s" for k, v in rps.items()),
-                )
-        finally:
-            for server in servers.values():
-                server.stop()
+        for round_no in range(args.rounds):
+            run_round(ws, args, seen, round_no)
+    rps, samples, errors = seen["rps"], seen["samples"], seen["errors"]
+    total = args.requests * args.blocks * args.rounds
     median = {k: sorted(v)[len(v) // 2] for k, v in rps.items()}
     ratio = median["pruneguard"] / median["plain"]
     print(
@@ -73,12 +99,17 @@ def main() -> None:
             {
                 "bench": NAME,
                 "requests_per_block": args.requests,
-                "blocks_per_server": args.blocks,
+                "rounds": args.rounds,
+                "blocks_per_server": args.blocks * args.rounds,
                 "concurrency": args.concurrency,
                 "shadow_sample": args.shadow_sample,
                 "rps_median": {k: round(v, 1) for k, v in median.items()},
                 "rps_blocks": {k: [round(x, 1) for x in v] for k, v in rps.items()},
                 "latency_ms": {k: percentiles_ms(v) for k, v in samples.items()},
+                # server CPU (all its processes) per request
+                "server_cpu_ms_per_request": {
+                    k: round(v / total, 3) for k, v in seen["cpu_ms"].items()
+                },
                 "errors": errors,
                 "ratio": round(ratio, 3),
                 "target": ">= 0.8",
