@@ -32,7 +32,7 @@ def test_bentoml_build_packages_the_service_without_models(tmp_path: Path) -> No
     routes = {route["route"] for route in info["schema"]["routes"]}
     assert {"/predict", "/feedback"} <= routes
     src = bento_dir / "src"
-    assert (src / "deploy" / "service.py").is_file() and (
-        src / "registry" / "predictions.py"
-    ).is_file()
+    # the sidecar is started as `python -m deploy.sidecar` from src/: it must be there
+    for module in ("deploy/service.py", "deploy/sidecar.py", "registry/predictions.py"):
+        assert (src / module).is_file(), module
     assert not (src / "tests").exists()
