@@ -10,7 +10,16 @@ from typing import Any
 
 from registry.errors import ConfigError
 
-__all__ = ["ALIASES", "Event", "Version", "now_iso", "split_tag", "validate_alias", "validate_name"]
+__all__ = [
+    "ALIASES",
+    "Event",
+    "Version",
+    "now_iso",
+    "split_tag",
+    "unknown_tag",
+    "validate_alias",
+    "validate_name",
+]
 
 ALIASES = ("champion", "shadow", "baseline")
 _TAG_PART = re.compile(r"^[a-z0-9]([-._a-z0-9]*[a-z0-9])?$")
@@ -115,3 +124,12 @@ def validate_alias(alias: str) -> str:
     if alias not in ALIASES:
         raise ConfigError(f"alias {alias!r} is not one of {', '.join(ALIASES)}")
     return alias
+
+
+def unknown_tag(tag: str) -> str:
+    """The message for a tag that is not registered, with where to find the right one."""
+    name = tag.partition(":")[0]
+    return (
+        f"version {tag} is not registered; see `pruneguard models list {name}` for the "
+        "registered tags"
+    )

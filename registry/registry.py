@@ -11,7 +11,6 @@ from __future__ import annotations
 import builtins
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +24,13 @@ from registry.artifact import MODEL, read_manifest
 from registry.artifact import verify as verify_artifact
 from registry.errors import ArtifactCorrupt, ConfigError, Conflict, NotFound
 from registry.history import lineage_entry, previous_champion
+from registry.moves import UNCHECKED, Move, apply_move, first_moves, mismatch
 from registry.records import (
     Event,
     Version,
     now_iso,
     split_tag,
+    unknown_tag,
     validate_alias,
     validate_name,
 )
@@ -39,55 +40,7 @@ from registry.store import ModelStore
 __all__ = ["UNCHECKED", "Registry", "open_registry"]
 
 
-class _Unchecked:
-    def __repr__(self) -> str:
-        return "UNCHECKED"
-
-
-UNCHECKED: Any = _Unchecked()
-"""Default of ``expected=``: move without comparing (``None`` means "expect no alias")."""
-
 DEFAULT_RUN_ALIASES = {"champion": "pruned", "shadow": "dense", "baseline": "dense"}
-
-
-def _first_moves(moves: Mapping[str, str]) -> builtins.list[tuple[str, str]]:
-    """The first alias moves of a model, in order. When the champion is not the baseline
-    (a pruned champion over a dense baseline), the baseline is made champion first, so the
-    history holds a prior champion and the first rollback has somewhere to go."""
-    ordered = list(moves.items())
-    baseline = moves.get("baseline")
-    if baseline is not None and moves.get("champion") not in (None, baseline):
-        ordered.insert(0, ("champion", baseline))
-    return ordered
-
-
-@dataclass(frozen=True)
-class _Move:
-    """One requested alias move. ``expected``: the tag the alias must hold now (compare-and-
-    set), or UNCHECKED. ``model_sha``: the target's model.onnx sha256 as just verified on
-    disk, which must be the registered one (None: not checked)."""
-
-    name: str
-    alias: str
-    tag: str
-    actor: str
-    action: str
-    reason: str = ""
-    evidence: Mapping[str, Any] | None = None
-    expected: str | None = UNCHECKED
-    model_sha: str | None = None
-
-    def checked(self, model_sha: str) -> _Move:
-        return replace(self, model_sha=model_sha)
-
-    def check_current(self, current: str | None) -> None:
-        if self.expected is not UNCHECKED and current != self.expected:
-            raise Conflict(
-                f"{self.alias} of {self.name!r} is {current or 'unset'}, not "
-                f"{self.expected or 'unset'} as expected: another actor moved it; re-read and retry"
-            )
-        if current == self.tag:
-            raise Conflict(f"{self.alias} of {self.name!r} already points at {self.tag}")
 
 
 def open_registry(url: str | None = None, *, home: Path | None = None) -> Registry:
@@ -231,7 +184,7 @@ class Registry:
             row = q.version_row(conn, tag)
             alias_map = q.alias_map(conn, tag)
         if row is None or not self.store.is_complete(tag):
-            raise NotFound(self._unknown_tag(tag))
+            raise NotFound(unknown_tag(tag))
         return Version.from_row(row, tuple(alias_map.get(tag, ())))
 
     def path(self, tag: str, *, verify: bool = True) -> Path:
@@ -337,7 +290,7 @@ class Registry:
         :class:`Conflict` unless the alias currently points at ``expected``)."""
         validate_alias(alias)
         self._check_same_model(name, tag)
-        move = _Move(name, alias, tag, actor, action, reason, evidence, expected)
+        move = Move(name, alias, tag, actor, action, reason, evidence, expected)
         return self._apply([move.checked(self._verified_sha(tag))])[0]
 
     def promote(
@@ -352,13 +305,13 @@ class Registry:
         """Make ``tag`` the champion; with ``shadow_previous`` the old champion becomes shadow."""
         name, _ = split_tag(tag)
         sha = self._verified_sha(tag)
-        move = _Move(name, "champion", tag, actor, "promote", reason, None, expected, sha)
+        move = Move(name, "champion", tag, actor, "promote", reason, None, expected, sha)
         with db.translate_errors(self.url), db.write_tx(self.engine) as conn:
             previous = q.alias_value(conn, name, "champion")
             event = self._move(conn, move)
             shadow = q.alias_value(conn, name, "shadow")
             if shadow_previous and previous is not None and shadow != previous:
-                self._move(conn, _Move(name, "shadow", previous, actor, "promote", reason))
+                self._move(conn, Move(name, "shadow", previous, actor, "promote", reason))
             return event
 
     def rollback(
@@ -380,7 +333,7 @@ class Registry:
         self._require_model(name)
         current, target = self._rollback_target(name, to)
         seen = current if expected is UNCHECKED else expected
-        move = _Move(name, "champion", target, actor, "rollback", reason, evidence, seen)
+        move = Move(name, "champion", target, actor, "rollback", reason, evidence, seen)
         return self._apply([move.checked(self._verified_sha(target))])[0]
 
     def _rollback_target(self, name: str, to: str | None) -> tuple[str, str]:
@@ -413,46 +366,17 @@ class Registry:
             q.lock_revision(conn)
             if q.alias_value(conn, name, "champion") is not None:
                 return
-            for alias, tag in _first_moves(moves):
+            for alias, tag in first_moves(moves):
                 if q.alias_value(conn, name, alias) != tag:
-                    move = _Move(name, alias, tag, actor, "set_alias", reason)
+                    move = Move(name, alias, tag, actor, "set_alias", reason)
                     self._move(conn, move.checked(shas[tag]))
 
-    def _apply(self, moves: builtins.list[_Move]) -> builtins.list[Event]:
+    def _apply(self, moves: builtins.list[Move]) -> builtins.list[Event]:
         with db.translate_errors(self.url), db.write_tx(self.engine) as conn:
             return [self._move(conn, move) for move in moves]
 
-    def _move(self, conn: Connection, move: _Move) -> Event:
-        """One alias move in ``conn``'s transaction: the compare-and-set, the event, the
-        revision bump. Raises before writing anything when the move is not allowed."""
-        q.lock_revision(conn)
-        row = q.version_row(conn, move.tag)
-        if row is None:
-            raise NotFound(self._unknown_tag(move.tag))
-        if move.model_sha is not None and row["model_sha256"] != move.model_sha:
-            raise self._mismatch(move.tag, self.store.path_of(move.tag))
-        current = q.alias_value(conn, move.name, move.alias)
-        move.check_current(current)
-        ts = now_iso()
-        where = (db.aliases.c.name == move.name) & (db.aliases.c.alias == move.alias)
-        if current is None:
-            values = {"name": move.name, "alias": move.alias, "tag": move.tag, "updated_at": ts}
-            conn.execute(db.aliases.insert().values(**values))
-        else:
-            conn.execute(db.aliases.update().where(where).values(tag=move.tag, updated_at=ts))
-        conn.execute(db.revision.update().values(value=db.revision.c.value + 1))
-        return q.append_event(
-            conn,
-            ts=ts,
-            actor=move.actor,
-            action=move.action,
-            model=move.name,
-            alias=move.alias,
-            from_version=current,
-            to_version=move.tag,
-            reason=move.reason,
-            evidence=move.evidence,
-        )
+    def _move(self, conn: Connection, move: Move) -> Event:
+        return apply_move(conn, move, self.store)
 
     # --- housekeeping ---------------------------------------------------------------------
     def gc(self, *, dry_run: bool = False, grace_s: float = 300.0) -> dict[str, Any]:
@@ -559,23 +483,15 @@ class Registry:
     def _verify_files(self, version: Version, path: Path) -> dict[str, Any]:
         manifest = verify_artifact(path)
         if manifest["files"].get(MODEL) != version.model_sha256:
-            raise self._mismatch(version.tag, path)
+            raise mismatch(version.tag, path)
         return manifest
 
     def _verified_sha(self, tag: str) -> str:
         """sha256-check the store entry of ``tag`` (no database access); its model's sha256."""
         split_tag(tag)
         if not self.store.is_complete(tag):
-            raise NotFound(self._unknown_tag(tag))
+            raise NotFound(unknown_tag(tag))
         return str(verify_artifact(self.store.path_of(tag))["files"][MODEL])
-
-    @staticmethod
-    def _mismatch(tag: str, path: Path) -> ArtifactCorrupt:
-        return ArtifactCorrupt(
-            f"{path / 'manifest.json'} does not describe the registered {MODEL} of {tag}; "
-            "the store entry was modified: re-import it from a good copy",
-            path=str(path / "manifest.json"),
-        )
 
     def _check_same_model(self, name: str, tag: str) -> None:
         tag_name, _ = split_tag(tag)
@@ -594,13 +510,6 @@ class Registry:
                 f"no model named {name!r} is registered; see `pruneguard models list` "
                 "or register one with `pruneguard models register DIR`"
             )
-
-    def _unknown_tag(self, tag: str) -> str:
-        name = tag.partition(":")[0]
-        return (
-            f"version {tag} is not registered; see `pruneguard models list {name}` for the "
-            "registered tags"
-        )
 
 
 def _check_imported(tag: str, path: Path) -> None:
