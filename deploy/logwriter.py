@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from deploy.batches import take_batch
 from deploy.metrics import ServingMetrics
 
 if TYPE_CHECKING:
@@ -117,28 +118,18 @@ class LogWriter:
                 return
 
     def _collect(self) -> tuple[list[Mapping[str, Any]], bool]:
-        """Block for a first row; unless a full batch is already waiting, sleep ``flush_s``
-        (or until stop) and take what arrived. Sleeping, rather than taking each row as it
-        comes, wakes this thread once per batch instead of once per request: every wake-up
-        takes the GIL from the request threads."""
-        try:
-            first = self._queue.get(timeout=self.flush_s)
-        except queue.Empty:
-            return [], False
-        if first is _STOP:
-            return [], True
-        if self._queue.qsize() < self.batch_size - 1:
-            self._stopping.wait(self.flush_s)
-        batch: list[Mapping[str, Any]] = [first]  # type: ignore[list-item]
-        while len(batch) < self.batch_size:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is _STOP:
-                return batch, True
-            batch.append(item)  # type: ignore[arg-type]
-        return batch, False
+        """The next batch (at most ``batch_size`` rows, ``flush_s`` late) and whether stop
+        was asked for."""
+        items = take_batch(
+            self._queue,
+            limit=self.batch_size,
+            linger_s=self.flush_s,
+            stop=_STOP,
+            timeout=self.flush_s,
+            pause=self._stopping.wait,
+        )
+        stop = bool(items) and items[-1] is _STOP
+        return (items[:-1] if stop else items), stop  # type: ignore[return-value]
 
     def _write(self, batch: list[Mapping[str, Any]]) -> None:
         try:

@@ -14,12 +14,12 @@ import logging
 import queue
 import random
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from deploy.batches import take_batch
 from deploy.metrics import ServingMetrics
 from deploy.model import LoadedModel, Prediction
 
@@ -154,15 +154,9 @@ class ShadowRunner:
     def _collect(self) -> list[object]:
         """The next job, plus what arrives within ``linger_s`` (up to max_jobs_per_run):
         the shadow is off the response path, so it may wait to run many jobs as one batch."""
-        items = [self._queue.get()]
-        if items[0] is not _STOP and self._queue.qsize() < self.max_jobs_per_run - 1:
-            time.sleep(self.linger_s)  # one wake-up per batch, not one per request
-        while len(items) < self.max_jobs_per_run and items[-1] is not _STOP:
-            try:
-                items.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        return items
+        return take_batch(
+            self._queue, limit=self.max_jobs_per_run, linger_s=self.linger_s, stop=_STOP
+        )
 
     def _loop(self) -> None:
         while True:

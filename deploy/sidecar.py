@@ -45,6 +45,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from deploy.batches import take_batch
 from deploy.config import ENV, ServeConfig
 from deploy.metrics import ServingMetrics
 from deploy.model import LoadedModel, Prediction
@@ -231,16 +232,9 @@ class Sidecar:
 
     def _forward(self) -> None:
         while True:
-            items = [self._queue.get()]
-            # Waking once per linger_s, not once per request, keeps this thread off the
-            # GIL that the request threads need.
-            if items[0] is not _STOP:
-                time.sleep(self.linger_s)
-            while len(items) < self.max_jobs_per_write and items[-1] is not _STOP:
-                try:
-                    items.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
+            items = take_batch(
+                self._queue, limit=self.max_jobs_per_write, linger_s=self.linger_s, stop=_STOP
+            )
             jobs = [item for item in items if isinstance(item, ShadowJob)]
             try:
                 if jobs:
