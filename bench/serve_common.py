@@ -203,6 +203,38 @@ def closed_loop(
     return load
 
 
+@dataclass
+class Block:
+    """One block of closed-loop load on one server."""
+
+    name: str
+    load: Load
+    seconds: float
+    server_cpu_ms: float  # CPU of the server and its child processes during the block
+
+
+def alternating_blocks(
+    servers: dict[str, Process], *, blocks: int, requests: int, concurrency: int
+) -> Iterator[tuple[int, list[Block]]]:
+    """Wait for the servers, warm each up (100 requests, not measured), then yield per block
+    one :class:`Block` per server, the order alternating (AB, BA, ...) so that every server
+    sees the same machine load. The caller starts and stops the servers."""
+    for server in servers.values():
+        server.wait_ready()
+    for server in servers.values():
+        closed_loop(server.url, requests=100, concurrency=concurrency)
+    for block in range(blocks):
+        order = list(servers) if block % 2 == 0 else list(reversed(servers))
+        done = []
+        for name in order:
+            pid = servers[name].proc.pid
+            cpu, start = tree_cpu_s(pid), time.perf_counter()
+            load = closed_loop(servers[name].url, requests=requests, concurrency=concurrency)
+            seconds = time.perf_counter() - start
+            done.append(Block(name, load, seconds, (tree_cpu_s(pid) - cpu) * 1000))
+        yield block, done
+
+
 def metric_totals(url: str, sample_name: str) -> dict[str, float]:
     """``sample_name``'s values on ``url``/metrics, summed per label set (as ``k=v,...``)."""
     from prometheus_client.parser import text_string_to_metric_families

@@ -24,12 +24,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from serve_common import (
     Workspace,
-    closed_loop,
+    alternating_blocks,
     log,
     metric_totals,
     percentiles_ms,
     pruneguard_server,
-    tree_cpu_s,
     uptime,
     workspace,
 )
@@ -65,24 +64,18 @@ def run_round(ws: Workspace, args: argparse.Namespace, runs: Runs, round_no: int
         k: pruneguard_server(ws, shadow_sample=sample[k], name=f"{k}-{round_no}") for k in names
     }
     try:
-        for server in servers.values():
-            server.wait_ready()
-        for server in servers.values():  # warm-up, not measured
-            closed_loop(server.url, requests=100, concurrency=args.concurrency)
-        for block in range(args.blocks):
-            order = list(servers) if block % 2 == 0 else list(reversed(servers))
-            for name in order:
-                cpu = tree_cpu_s(servers[name].proc.pid)
-                load = closed_loop(
-                    servers[name].url, requests=args.requests, concurrency=args.concurrency
+        blocks = alternating_blocks(
+            servers, blocks=args.blocks, requests=args.requests, concurrency=args.concurrency
+        )
+        for block, done in blocks:
+            for b in done:
+                runs.cpu_ms[b.name] += b.server_cpu_ms
+                runs.samples[b.name] += b.load.samples
+                runs.block_ms[b.name].append(
+                    np.array([(x.end - x.start) * 1e3 for x in b.load.samples])
                 )
-                runs.cpu_ms[name] += (tree_cpu_s(servers[name].proc.pid) - cpu) * 1000
-                runs.samples[name] += load.samples
-                runs.block_ms[name].append(
-                    np.array([(x.end - x.start) * 1e3 for x in load.samples])
-                )
-                runs.blocks[name].append(percentiles_ms(load.samples))
-                runs.errors[name] += load.errors
+                runs.blocks[b.name].append(percentiles_ms(b.load.samples))
+                runs.errors[b.name] += b.load.errors
             log(
                 NAME,
                 f"round {round_no} block {block}: "

@@ -13,17 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from typing import Any
 
 from serve_common import (
     Workspace,
-    closed_loop,
+    alternating_blocks,
     log,
     percentiles_ms,
     plain_server,
     pruneguard_server,
-    tree_cpu_s,
     uptime,
     workspace,
 )
@@ -46,22 +44,15 @@ def run_round(ws: Workspace, args: argparse.Namespace, seen: dict[str, Any], rou
     }
     servers = {name: start_server[name]() for name in names}
     try:
-        for server in servers.values():
-            server.wait_ready()
-        for server in servers.values():  # warm-up, not measured
-            closed_loop(server.url, requests=100, concurrency=args.concurrency)
-        for block in range(args.blocks):
-            order = list(servers) if block % 2 == 0 else list(reversed(servers))
-            for name in order:
-                cpu = tree_cpu_s(servers[name].proc.pid)
-                start = time.perf_counter()
-                load = closed_loop(
-                    servers[name].url, requests=args.requests, concurrency=args.concurrency
-                )
-                seen["rps"][name].append(args.requests / (time.perf_counter() - start))
-                seen["cpu_ms"][name] += (tree_cpu_s(servers[name].proc.pid) - cpu) * 1000
-                seen["samples"][name] += load.samples
-                seen["errors"][name] += load.errors
+        blocks = alternating_blocks(
+            servers, blocks=args.blocks, requests=args.requests, concurrency=args.concurrency
+        )
+        for block, done in blocks:
+            for b in done:
+                seen["rps"][b.name].append(args.requests / b.seconds)
+                seen["cpu_ms"][b.name] += b.server_cpu_ms
+                seen["samples"][b.name] += b.load.samples
+                seen["errors"][b.name] += b.load.errors
             log(
                 NAME,
                 f"round {round_no} block {block}: "
