@@ -276,11 +276,12 @@ def measure_latency(
     seq_len: int,
     blocks: int,
     runs: int,
+    threads: int = 1,
 ) -> dict[str, dict[str, dict[str, float]]]:
     """p50/p95 per model label and batch size (str), timed in alternating blocks."""
     from pruning.latency import compare_latency, make_session
 
-    sessions = {label: make_session(p) for label, p in paths.items()}
+    sessions = {label: make_session(p, threads) for label, p in paths.items()}
     result: dict[str, dict[str, dict[str, float]]] = {label: {} for label in paths}
     for b in batch_sizes:
         stats = compare_latency(
@@ -412,6 +413,7 @@ def _write(
         lat = measure_latency(
             paths, batch_sizes=recipe.export.batch_sizes, seq_len=opts.seq_len,
             blocks=recipe.export.latency_blocks, runs=recipe.export.latency_runs,
+            threads=recipe.export.ort_threads,
         )  # fmt: skip
         parent = {"sha256": sha256_file(paths["dense"]), "tag": None}
         manifests = _artifacts(recipe, staging, dense, pruned, report, diffs, lat, parent)
@@ -445,7 +447,7 @@ def _artifacts(
     def metrics(side: _Side, label: str) -> dict[str, Any]:
         cosine = mean_cosine(side.evaluation, dense.evaluation)
         agree = float((side.evaluation.predictions == dense.evaluation.predictions).mean())
-        timing = latency_metrics(lat["dense"], lat[label])
+        timing = latency_metrics(lat["dense"], lat[label], recipe.export.latency_setup())
         return {
             "accuracy": side.evaluation.retrieval_accuracy,
             "baseline_accuracy": dense.evaluation.retrieval_accuracy,

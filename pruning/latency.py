@@ -31,7 +31,7 @@ class LatencyStats:
 
 
 def make_session(model: str | Path | bytes, threads: int | None = None) -> Any:
-    """An ONNX Runtime CPU session with full graph optimisation."""
+    """An ONNX Runtime CPU session with full graph optimisation; ``threads`` 0 or None: ORT's."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()

@@ -71,13 +71,17 @@ def io_spec(
 
 
 def latency_metrics(
-    dense: Mapping[str, Mapping[str, float]], pruned: Mapping[str, Mapping[str, float]]
+    dense: Mapping[str, Mapping[str, float]],
+    pruned: Mapping[str, Mapping[str, float]],
+    setup: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """``latency_ms``, ``baseline_latency_ms`` and ``speedup`` (dense p50 / pruned p50) per batch."""
+    """``latency_ms``, ``baseline_latency_ms``, ``speedup`` (dense p50 / pruned p50) per batch,
+    and ``latency_setup`` (threads, blocks, runs: a speed-up means little without them)."""
     return {
         "latency_ms": {b: dict(s) for b, s in pruned.items()},
         "baseline_latency_ms": {b: dict(s) for b, s in dense.items()},
         "speedup": {b: dense[b]["p50"] / pruned[b]["p50"] for b in pruned},
+        "latency_setup": dict(setup),
     }
 
 
@@ -162,7 +166,8 @@ def _common_notes(recipe: Recipe) -> list[str]:
 
 def dense_manifest(prep: Prepared, onnx: OnnxMeasure) -> dict[str, Any]:
     b = prep.baseline
-    latency = latency_metrics(onnx.latency["dense"], onnx.latency["dense"])
+    setup = prep.recipe.export.latency_setup()
+    latency = latency_metrics(onnx.latency["dense"], onnx.latency["dense"], setup)
     metrics = {
         "accuracy": b.accuracy,
         "baseline_accuracy": b.accuracy,
@@ -209,7 +214,9 @@ def pruned_manifest(
         "macs_reduction": 1.0 - pruned.macs / b.macs,
         "onnx_bytes": onnx.onnx_bytes["pruned"],
         "baseline_onnx_bytes": onnx.onnx_bytes["dense"],
-        **latency_metrics(onnx.latency["dense"], onnx.latency["pruned"]),
+        **latency_metrics(
+            onnx.latency["dense"], onnx.latency["pruned"], recipe.export.latency_setup()
+        ),
         "parity_max_abs_diff": onnx.parity["pruned"],
         "agreement_with_baseline": float((pruned.predictions == b.predictions).mean()),
         "validation_rows": len(pruned.labels),

@@ -241,7 +241,8 @@ def measure_onnx(
     for label, model in models.items():
         export_onnx(model, example, paths[label], opset=recipe.export.opset)
         diffs[label] = parity(model, paths[label], rows)
-    sessions = {label: make_session(path) for label, path in paths.items()}
+    threads = recipe.export.ort_threads
+    sessions = {label: make_session(path, threads) for label, path in paths.items()}
     latency: dict[str, dict[str, dict[str, float]]] = {label: {} for label in models}
     for batch in recipe.export.batch_sizes:
         feed = {"input": _batch_of(val_inputs, batch)}

@@ -10,6 +10,7 @@ Only ``yaml`` is imported here, so the CLI can validate a recipe without loading
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -136,6 +137,21 @@ class Export:
     batch_sizes: tuple[int, ...] = (1, 8)
     latency_blocks: int = 6
     latency_runs: int = 11
+    # ONNX Runtime intra-op threads for the latency figures; 0 lets ORT choose (one per core).
+    # 1 matches what `pruneguard serve` gives each session by default (PRUNEGUARD_ORT_THREADS),
+    # so the manifest's speed-up is the one the service will see.
+    ort_threads: int = 1
+
+    def latency_setup(self) -> dict[str, Any]:
+        """How the latency figures were taken, for the manifest next to them."""
+        return {
+            "runtime": "onnxruntime",
+            "provider": "CPUExecutionProvider",
+            "ort_threads": self.ort_threads,
+            "blocks": self.latency_blocks,
+            "runs_per_block": self.latency_runs,
+            "cpus": os.cpu_count(),
+        }
 
 
 @dataclass(frozen=True)
@@ -447,7 +463,7 @@ def _export(raw: Any) -> Export:
     if raw is None:
         return Export()
     e = _mapping(raw, "export", example="export: {opset: 18, batch_sizes: [1, 8]}")
-    _keys(e, ("opset", "batch_sizes", "latency_blocks", "latency_runs"), "export")
+    _keys(e, ("opset", "batch_sizes", "latency_blocks", "latency_runs", "ort_threads"), "export")
     sizes = e.get("batch_sizes", [1, 8])
     if not isinstance(sizes, list) or not sizes or not all(_is_int(s) and s >= 1 for s in sizes):
         raise ConfigError(
@@ -458,6 +474,7 @@ def _export(raw: Any) -> Export:
         batch_sizes=tuple(dict.fromkeys(sizes)),
         latency_blocks=_int(e, "latency_blocks", "export", lo=1, default=6),
         latency_runs=_int(e, "latency_runs", "export", lo=2, default=11),
+        ort_threads=_int(e, "ort_threads", "export", lo=0, default=1),
     )
 
 

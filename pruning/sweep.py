@@ -132,7 +132,8 @@ def _speedup(dense: Path, pruned: Path, rows: Any, recipe: Recipe) -> dict[str, 
 
     from pruning.latency import compare_latency, make_session
 
-    sessions = {"dense": make_session(dense), "pruned": make_session(pruned)}
+    threads = recipe.export.ort_threads
+    sessions = {"dense": make_session(dense, threads), "pruned": make_session(pruned, threads)}
     result = {}
     for batch in recipe.export.batch_sizes:
         reps = -(-batch // len(rows))

@@ -61,9 +61,10 @@ ONNX = OnnxMeasure(
 
 
 def test_latency_metrics_speedup_is_dense_over_pruned_p50() -> None:
-    m = latency_metrics(LAT, FAST)
+    m = latency_metrics(LAT, FAST, {"ort_threads": 1})
     assert m["speedup"] == {"1": 2.0, "8": 4.0}
     assert m["baseline_latency_ms"]["8"]["p95"] == 9.0
+    assert m["latency_setup"] == {"ort_threads": 1}
 
 
 def test_build_manifest_refuses_missing_metrics() -> None:

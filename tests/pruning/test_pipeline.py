@@ -35,7 +35,7 @@ target: {macs_reduction: 0.5}
 schedule: {kind: iterative, steps: 2}
 finetune: {epochs: 1, lr: 0.005, distill: true, recovery_epochs: 1}
 accept: {max_accuracy_drop: 0.5}
-export: {batch_sizes: [1, 4], latency_blocks: 2, latency_runs: 3}
+export: {batch_sizes: [1, 4], latency_blocks: 2, latency_runs: 3, ort_threads: 2}
 """
 
 
@@ -90,6 +90,8 @@ def test_manifest_keys_match_golden(digits_run: dict[str, Any]) -> None:
         manifest = verify(digits_run["out"] / kind)
         assert sorted(manifest) == GOLDEN["top_level"]
         assert sorted(manifest["metrics"]) == GOLDEN["metrics"]
+        assert sorted(manifest["metrics"]["latency_setup"]) == GOLDEN["latency_setup"]
+        assert manifest["metrics"]["latency_setup"]["ort_threads"] == 2  # the recipe's, not ORT's
         assert sorted(manifest["io"]) == GOLDEN["io"]
     assert sorted(verify(digits_run["out"] / "pruned")["pruning"]) == GOLDEN["pruning"]
 

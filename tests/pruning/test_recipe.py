@@ -73,6 +73,7 @@ BAD = [
     ({"accept__max_accuracy_drop": 2}, ["accept.max_accuracy_drop=2", "between 0 and 1"]),
     ({"export__batch_sizes": [0]}, ["export.batch_sizes=[0]", "positive integers"]),
     ({"export__opset": 9}, ["export.opset=9", "between 17 and 23"]),
+    ({"export__ort_threads": -1}, ["export.ort_threads=-1", "integer >= 0"]),
     ({"name": "Digits CNN"}, ["name='Digits CNN'", "lowercase"]),
     ({"model": {"builtin": "digits-cnn", "factory": "a:b"}}, ["model: give exactly one of"]),
     (
@@ -138,6 +139,7 @@ def test_defaults_fill_optional_sections() -> None:
     assert recipe.schedule.kind == "one-shot" and recipe.schedule.steps == 1
     assert recipe.accept is None
     assert recipe.criterion == "l2"
+    assert recipe.export.ort_threads == 1  # what `pruneguard serve` gives a session by default
     assert recipe.task == "classification"
 
 
