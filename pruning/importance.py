@@ -6,18 +6,13 @@ criterion  score of a channel (summed over the layers of its group)       needs 
 l1         Σ|w| of the channel's weights (tp ``GroupMagnitudeImportance``) no
 l2         Σw² of the channel's weights (same, ``p=2``)                    no
 gradient   Σ|∂L/∂w| of the channel's weights over calibration batches      yes
-taylor     E‖Δ logits‖² when the channel is zeroed, to first order         yes (no labels)
+taylor     Σ|w·∂L/∂w| — first-order Taylor (tp ``GroupTaylorImportance``)  yes
 activation mean |activation| of the channel over calibration batches       yes (no labels)
 random     uniform noise (tp ``RandomImportance``): the control            no
 ========== ============================================================== ===========
 
 Scores are per group (channels tied by residual adds, concatenation, depthwise convs are
 scored together) because torch_pruning's dependency graph hands us whole groups.
-
-Why taylor looks at the logits and not the loss: a trained model sits near a minimum of its
-training loss, where ∂L/∂w is close to zero and its sign flips from batch to batch, so the
-loss-based Taylor score (Σ|w·∂L/∂w|) ranked channels no better than random on the digits CNN
-(docs/pruning.md has the figures). How far the outputs move does not vanish there.
 """
 
 from __future__ import annotations
@@ -35,14 +30,12 @@ __all__ = [
     "DATA_CRITERIA",
     "ActivationImportance",
     "GradientImportance",
-    "TaylorImportance",
     "make_importance",
     "prepare_importance",
 ]
 
 CRITERIA = ("l1", "l2", "gradient", "taylor", "activation", "random")
 DATA_CRITERIA = frozenset({"gradient", "taylor", "activation"})
-TAYLOR_PROJECTIONS = 4  # random projections of the logits per calibration batch
 
 _CONV = nn.modules.conv._ConvNd
 _BN = nn.modules.batchnorm._BatchNorm
@@ -167,44 +160,11 @@ class ActivationImportance(_ChannelScoreImportance):
         return None if values is None else values[idxs]
 
 
-class TaylorImportance(_ChannelScoreImportance):
-    """First-order estimate of how much zeroing a channel moves the logits, squared, per row.
-
-    Where layer L reads channel c, zeroing it changes the logits z of row s by about
-    −Σ a·∂z/∂a over L's input a in channel c (L's own input: other paths held fixed). The
-    readers of a group (a residual stream is read by several layers) add up before squaring.
-    ‖·‖² over the logits is estimated with random projections: for v with independent N(0, 1)
-    entries, E[(v·J)²] = ‖J‖², and the rows of a batch have their own v, so one backward pass
-    of ``(z * v).sum()`` serves the whole batch (:func:`prepare_importance`).
-    """
-
-    def __init__(self) -> None:
-        super().__init__(p=1)
-        self.reads: dict[nn.Module, list[torch.Tensor]] = {}  # layer -> per pass: rows × inputs
-
-    @torch.no_grad()
-    def __call__(self, group: Any) -> torch.Tensor | None:
-        total: torch.Tensor | None = None
-        for i, (dep, idxs) in enumerate(group):
-            roots = group[i].root_idxs
-            if dep.pruning_fn not in _IN_FNS or dep.layer not in self.reads:
-                continue
-            if any(r is None for r in roots):
-                continue
-            reads = torch.cat(self.reads[dep.layer])[:, list(idxs)]
-            if total is None:
-                total = torch.zeros(reads.shape[0], len(group[0][1]))
-            total[:, roots] += reads
-        if total is None:
-            return None  # nothing reads the group (tp leaves it alone)
-        return self._normalize((total**2).sum(0), self.normalizer)
-
-
 _FACTORIES: dict[str, Callable[[], Any]] = {
     "l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
     "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
     "gradient": GradientImportance,
-    "taylor": TaylorImportance,
+    "taylor": tp.importance.GroupTaylorImportance,
     "activation": ActivationImportance,
     "random": tp.importance.RandomImportance,
 }
@@ -230,11 +190,12 @@ def prepare_importance(
 ) -> None:
     """Feed calibration batches to a data-driven criterion (no-op for weight-only ones).
 
-    Gradient gets ∂L/∂w accumulated over the batches in ``.grad``; taylor gets
-    :data:`TAYLOR_PROJECTIONS` backward passes of projected logits per batch; activation gets
+    Gradient criteria get ∂L/∂w accumulated over the batches in ``.grad``; activation gets
     per-channel statistics. BatchNorm statistics are not touched (eval mode).
     """
-    if not isinstance(importance, GradientImportance | ActivationImportance | TaylorImportance):
+    if not isinstance(
+        importance, GradientImportance | ActivationImportance | tp.importance.GroupTaylorImportance
+    ):
         return
     was_training = model.training
     model.eval()
@@ -242,56 +203,9 @@ def prepare_importance(
         if isinstance(importance, ActivationImportance):
             importance.collect(model, (x for x, _ in calibration))
             return
-        if isinstance(importance, TaylorImportance):
-            _project_logits(importance, model, (x for x, _ in calibration))
-            return
         model.zero_grad(set_to_none=True)
         with torch.enable_grad():
             for x, y in calibration:
                 loss_fn(model(x), y).backward()
     finally:
         model.train(was_training)
-
-
-def _project_logits(
-    importance: TaylorImportance, model: nn.Module, batches: Iterable[torch.Tensor]
-) -> None:
-    importance.reads.clear()
-    readers = [m for m in model.modules() if isinstance(m, _CONV | nn.Linear)]
-    seen: dict[nn.Module, torch.Tensor] = {}
-
-    def own_input(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        x = args[0].view_as(args[0])  # a node of its own: its gradient is this reader's alone
-        seen[module] = x
-        return (x, *args[1:])
-
-    handles = [m.register_forward_pre_hook(own_input) for m in readers]
-    g = torch.Generator().manual_seed(0)  # the same projections every run: scores reproduce
-    try:
-        with torch.enable_grad():
-            for x in batches:
-                for _ in range(TAYLOR_PROJECTIONS):
-                    seen.clear()
-                    logits = model(x)
-                    v = torch.randn(logits.shape, generator=g, dtype=logits.dtype)
-                    _add_reads(importance, seen, (logits * v).sum())
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def _add_reads(importance: TaylorImportance, seen: dict[nn.Module, torch.Tensor], out: Any) -> None:
-    layers = [m for m, x in seen.items() if x.requires_grad]
-    grads = torch.autograd.grad(out, [seen[m] for m in layers], allow_unused=True)
-    for layer, grad in zip(layers, grads, strict=True):
-        if grad is None:
-            continue
-        # Σ a·∂z/∂a per row and input channel: channels are dim 1 of a conv's input and the
-        # last dim of a linear's (tokens in between are summed). Autograd would have refused
-        # the backward pass had ``a`` been changed in place after the layer read it.
-        term = seen[layer].detach() * grad
-        if isinstance(layer, _CONV):
-            read = term.flatten(2).sum(2)
-        else:
-            read = term.reshape(term.shape[0], -1, term.shape[-1]).sum(1)
-        importance.reads.setdefault(layer, []).append(read)
