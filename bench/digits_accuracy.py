@@ -10,10 +10,10 @@ point is ~3.6 rows); per-seed numbers are in the output too:
    gets the epochs the iterative run spends on recovery, so only the schedule differs.
    (The 90% level drops the recipe's round_to: 8, which caps the reduction at ~83%.)
 3. Taylor and L2 ≥ random: after full recovery (iterative, 90%), after one epoch of
-   recovery (one-shot, 90%), and right after a light cut with no finetuning (20%), where
+   recovery (one-shot, 90%), and right after a cut with no finetuning (20% and 50%), where
    the criterion alone decides what survives.
 
-Usage: python bench/digits_accuracy.py [--seeds 0,1,2]
+Usage: python bench/digits_accuracy.py [--seeds 0,1,2,3,4]
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 
 LEVELS = (70, 90)
 CRITERIA = ("taylor", "l2", "random")
-STAGES = (("iterative", 90), ("one_epoch", 90), ("no_finetune", 20))
+STAGES = (("iterative", 90), ("one_epoch", 90), ("no_finetune", 20), ("no_finetune", 50))
 
 
 def _variants(base: Any) -> dict[str, Any]:
@@ -48,8 +48,11 @@ def _variants(base: Any) -> dict[str, Any]:
             found[f"iterative_{criterion}_90"] = variant(free, target=0.9, criterion=criterion)
         short = variant(free, target=0.9, criterion=criterion, schedule="one-shot")
         found[f"one_epoch_{criterion}_90"] = replace(short, finetune=Finetune(1, ft.lr, False, 0))
-        light = variant(free, target=0.2, criterion=criterion, schedule="one-shot")
-        found[f"no_finetune_{criterion}_20"] = replace(light, finetune=Finetune(0, ft.lr, False, 0))
+        for level in (20, 50):
+            cut = variant(free, target=level / 100, criterion=criterion, schedule="one-shot")
+            found[f"no_finetune_{criterion}_{level}"] = replace(
+                cut, finetune=Finetune(0, ft.lr, False, 0)
+            )
     return found
 
 
@@ -94,7 +97,7 @@ def main() -> None:
     import torch
 
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--seeds", default="0,1,2,3,4")
     args = parser.parse_args()
     torch.set_num_threads(1)  # small convs: one thread is as fast, and steadier on shared cores
     seeds = [int(s) for s in args.seeds.split(",")]
