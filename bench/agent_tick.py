@@ -28,7 +28,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(1, str(ROOT / "tests"))  # artifact_factory: a real ONNX model + manifest
+sys.path.insert(
+    1, str(ROOT / "tests" / "support")
+)  # artifact_factory: a real ONNX model + manifest
 
 
 def main() -> None:

@@ -23,7 +23,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(1, str(ROOT / "tests"))  # artifact_factory: a real ONNX model + manifest
+sys.path.insert(
+    1, str(ROOT / "tests" / "support")
+)  # artifact_factory: a real ONNX model + manifest
 WORKER = ROOT / "tests" / "registry" / "worker.py"
 
 

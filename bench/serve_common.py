@@ -25,7 +25,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.append(str(ROOT / "tests"))  # artifact_factory: a real ONNX graph + manifest
+sys.path.append(str(ROOT / "tests" / "support"))  # artifact_factory: a real ONNX graph + manifest
 
 MODEL = "digits"
 ROW = np.random.default_rng(0).uniform(0, 16, size=(1, 1, 8, 8)).round(2).tolist()

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-sys.path.append(str(Path(__file__).parent))  # test helpers (artifact_factory) import by name
 
 REQUIRE_SERVICES = bool(os.environ.get("PRUNEGUARD_REQUIRE_SERVICES"))
 
@@ -62,6 +59,15 @@ def promtool_bin() -> str:
     path = shutil.which("promtool")
     if not path:
         missing_service("promtool (apt-get install prometheus)")
+    assert path is not None
+    return path
+
+
+@pytest.fixture(scope="session")
+def amtool_bin() -> str:
+    path = shutil.which("amtool")
+    if not path:
+        missing_service("amtool (apt-get install prometheus-alertmanager)")
     assert path is not None
     return path
 

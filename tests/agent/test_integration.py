@@ -17,8 +17,6 @@ import numpy as np
 import pytest
 from agent_env import MODEL, Env, make_env
 from prometheus_client.parser import text_string_to_metric_families
-
-sys.path.append(str(Path(__file__).resolve().parents[1] / "deploy"))  # the serving tests' helpers
 from serving_support import Server, free_port, wait_for
 
 from registry.predictions import read_window

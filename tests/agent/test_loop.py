@@ -11,34 +11,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from agent_env import MODEL, Env, make_env, write_traffic
-from prometheus_client.parser import text_string_to_metric_families
+from agent_env import FAST, MODEL, Env, make_env, value, write_traffic
 
 from agent.analysis import Analysis
-from agent.loop import Agent, AgentConfig, replace_config
+from agent.loop import Agent, replace_config
 from agent.policy import Decision, Phase, PolicyState
-
-FAST = replace_config(
-    AgentConfig(interval_s=1.0, window_s=3600.0, report_every_s=math.inf, report_on_rollback=False),
-    threshold=2,
-    cooldown_s=600.0,
-    min_labelled_pairs=100,
-    min_pairs=100,
-    min_drift_rows=50,
-)
-
-
-def samples(agent: Agent) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    text = agent.metrics.exposition().decode()
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def value(agent: Agent, name: str, **labels: str) -> float:
-    return samples(agent)[(name, tuple(sorted({"model": MODEL, **labels}.items())))]
 
 
 @pytest.fixture

@@ -9,9 +9,8 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from agent_env import MODEL, Env, make_env, write_traffic
+from agent_env import FAST, MODEL, Env, make_env, value, write_traffic
 from click.testing import CliRunner
-from test_loop import FAST, value
 
 from agent.cli import agent as agent_cli
 from agent.loop import Agent

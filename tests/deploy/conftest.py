@@ -1,20 +1,12 @@
-"""Fixtures for the serving tests (helpers live in serving_support.py)."""
+"""Fixtures for the serving tests (helpers live in tests/support/serving_support.py)."""
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-# tests/ (on sys.path via the root conftest) holds folders named like the real packages
-# (tests/registry, tests/deploy) that would import as empty namespace packages: put the
-# repository root first so `registry` and `deploy` always resolve to the real ones.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-sys.path.insert(1, str(Path(__file__).parent))  # serving_support imports by name
-
 from serving_support import Models, make_models
 
 

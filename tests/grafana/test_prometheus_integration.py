@@ -14,7 +14,6 @@ import contextlib
 import os
 import re
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -33,8 +32,6 @@ from monitoring_files import (
     load_yaml,
     substitute,
 )
-
-sys.path.append(str(ROOT / "tests" / "deploy"))  # serving_support: the real `pruneguard serve`
 from serving_support import (
     MODEL,
     PRUNEGUARD,

@@ -1,26 +1,12 @@
-"""Reliability suite fixtures. The helpers live in reliability_support.py; the serving and
-agent suites' helpers (serving_support, agent_env) are imported by name, not copied.
-
-tests/ (on sys.path via the root conftest) holds folders named like the real packages
-(tests/registry, tests/deploy, tests/agent) without an __init__.py: the repository root must
-come first, or `import registry` finds an empty namespace package.
-"""
+"""Reliability suite fixtures. Its helpers (reliability_support) and the serving and agent
+suites' (serving_support, agent_env) live in tests/support/, shared, not copied."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-
-_TESTS = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(_TESTS.parent))
-sys.path.insert(1, str(Path(__file__).parent))
-sys.path.insert(2, str(_TESTS / "deploy"))  # serving_support
-sys.path.insert(3, str(_TESTS / "agent"))  # agent_env
-
-from reliability_support import PgDatabase  # noqa: E402 - needs the sys.path above
+from reliability_support import PgDatabase
 
 
 @pytest.fixture

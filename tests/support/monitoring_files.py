@@ -43,7 +43,7 @@ __all__ = [
     "unknown_metrics",
 ]
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[2]  # tests/support/ -> the repository
 GRAFANA = ROOT / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "pruneguard-overview.json"
 DATASOURCES = GRAFANA / "provisioning" / "datasources" / "prometheus.yaml"

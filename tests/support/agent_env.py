@@ -1,9 +1,11 @@
 """A real registry (SQLite + BentoML store in a temp home) with a pruned champion and a dense
 shadow from the artifact factory, and traffic written to the real prediction log with the
-two real ONNX models' answers."""
+two real ONNX models' answers; an agent configuration fast enough for tests and a reader for
+its metrics."""
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from dataclasses import dataclass
@@ -11,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
+
+from agent.loop import Agent, AgentConfig, replace_config
 
 MODEL = "digits"
 
@@ -95,3 +100,26 @@ def write_traffic(
                 ],
             )
     return features
+
+
+FAST = replace_config(
+    AgentConfig(interval_s=1.0, window_s=3600.0, report_every_s=math.inf, report_on_rollback=False),
+    threshold=2,
+    cooldown_s=600.0,
+    min_labelled_pairs=100,
+    min_pairs=100,
+    min_drift_rows=50,
+)
+
+
+def samples(agent: Agent) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = agent.metrics.exposition().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(agent: Agent, name: str, **labels: str) -> float:
+    return samples(agent)[(name, tuple(sorted({"model": MODEL, **labels}.items())))]
