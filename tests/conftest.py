@@ -45,31 +45,27 @@ def postgres_url() -> str:
     return url
 
 
-@pytest.fixture(scope="session")
-def prometheus_bin() -> str:
-    path = shutil.which("prometheus")
+def _binary(name: str, package: str) -> str:
+    path = shutil.which(name)
     if not path:
-        missing_service("the prometheus binary (apt-get install prometheus)")
+        missing_service(f"{name} (apt-get install {package})")
     assert path is not None
     return path
+
+
+@pytest.fixture(scope="session")
+def prometheus_bin() -> str:
+    return _binary("prometheus", "prometheus")
 
 
 @pytest.fixture(scope="session")
 def promtool_bin() -> str:
-    path = shutil.which("promtool")
-    if not path:
-        missing_service("promtool (apt-get install prometheus)")
-    assert path is not None
-    return path
+    return _binary("promtool", "prometheus")
 
 
 @pytest.fixture(scope="session")
 def amtool_bin() -> str:
-    path = shutil.which("amtool")
-    if not path:
-        missing_service("amtool (apt-get install prometheus-alertmanager)")
-    assert path is not None
-    return path
+    return _binary("amtool", "prometheus-alertmanager")
 
 
 @pytest.fixture

@@ -39,6 +39,7 @@ from serving_support import (
     Server,
     free_port,
     make_models,
+    stop_process,
     wait_for,
 )
 
@@ -70,12 +71,7 @@ class AgentProcess:
         return str(wait_for(announced, timeout=60))
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        stop_process(self.proc)
         self._log.close()
 
 
