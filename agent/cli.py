@@ -16,56 +16,38 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from registry.cli import env_option
+
 if TYPE_CHECKING:
     from agent.loop import Agent
 
 __all__ = ["agent"]
 
 
+# Every knob: flag, type, default, environment variable, help. Shared by run, once and report.
+_TUNING: tuple[tuple[str, Any, Any, str, str], ...] = (
+    ("--window", float, 600.0, "PRUNEGUARD_AGENT_WINDOW", "Seconds of traffic each tick analyses."),
+    ("--threshold", int, 3, "PRUNEGUARD_AGENT_THRESHOLD",
+     "Consecutive failing ticks before a rollback."),
+    ("--cooldown", float, 600.0, "PRUNEGUARD_AGENT_COOLDOWN",
+     "Seconds after a rollback in which nothing is counted."),
+    ("--min-samples", int, 300, "PRUNEGUARD_AGENT_MIN_SAMPLES",
+     "Labelled pairs (accuracy) and pairs (agreement) a window needs to be conclusive."),
+)  # fmt: skip
+
+
 def _options(command: Any) -> Any:
     decorators = [
-        click.option(
-            "--db-url",
-            envvar="PRUNEGUARD_DB_URL",
-            help="Registry / prediction log database URL [env PRUNEGUARD_DB_URL].",
-        ),
-        click.option(
+        env_option("--db-url", "PRUNEGUARD_DB_URL", "Registry / prediction log database URL."),
+        env_option(
             "--home",
+            "PRUNEGUARD_HOME",
+            "pruneguard home (reports go under it).",
             type=click.Path(path_type=Path),
-            envvar="PRUNEGUARD_HOME",
-            help="pruneguard home (reports go under it) [env PRUNEGUARD_HOME].",
         ),
-        click.option(
-            "--window",
-            type=float,
-            default=600.0,
-            show_default=True,
-            envvar="PRUNEGUARD_AGENT_WINDOW",
-            help="Seconds of traffic each tick analyses [env PRUNEGUARD_AGENT_WINDOW].",
-        ),
-        click.option(
-            "--threshold",
-            type=int,
-            default=3,
-            show_default=True,
-            envvar="PRUNEGUARD_AGENT_THRESHOLD",
-            help="Consecutive failing ticks before a rollback [env PRUNEGUARD_AGENT_THRESHOLD].",
-        ),
-        click.option(
-            "--cooldown",
-            type=float,
-            default=600.0,
-            show_default=True,
-            envvar="PRUNEGUARD_AGENT_COOLDOWN",
-            help="Seconds after a rollback in which nothing is counted [env PRUNEGUARD_AGENT_COOLDOWN].",
-        ),
-        click.option(
-            "--min-samples",
-            type=int,
-            default=300,
-            show_default=True,
-            envvar="PRUNEGUARD_AGENT_MIN_SAMPLES",
-            help="Labelled pairs (accuracy) and pairs (agreement) a window needs to be conclusive [env PRUNEGUARD_AGENT_MIN_SAMPLES].",
+        *(
+            env_option(flag, env, text, type=kind, default=default, show_default=True)
+            for flag, kind, default, env, text in _TUNING
         ),
     ]
     for decorator in reversed(decorators):
@@ -109,64 +91,30 @@ def agent() -> None:
 
 
 @agent.command()
-@click.option(
-    "--model",
-    "models",
-    multiple=True,
-    envvar="PRUNEGUARD_AGENT_MODELS",
-    help="Model to watch (repeat; default: every model with a champion) [env PRUNEGUARD_AGENT_MODELS].",
-)
-@click.option(
-    "--interval",
-    type=float,
-    default=30.0,
-    show_default=True,
-    envvar="PRUNEGUARD_AGENT_INTERVAL",
-    help="Seconds between ticks [env PRUNEGUARD_AGENT_INTERVAL].",
-)
-@click.option(
-    "--report-every",
-    type=float,
-    default=300.0,
-    show_default=True,
-    envvar="PRUNEGUARD_AGENT_REPORT_EVERY",
-    help="Seconds between saved Evidently reports [env PRUNEGUARD_AGENT_REPORT_EVERY].",
-)
-@click.option(
-    "--report-on-rollback/--no-report-on-rollback",
-    default=True,
-    show_default=True,
-    envvar="PRUNEGUARD_AGENT_REPORT_ON_ROLLBACK",
-    help="Write an Evidently report (seconds of work) right after each rollback [env PRUNEGUARD_AGENT_REPORT_ON_ROLLBACK].",
-)
-@click.option(
-    "--shutdown-grace",
-    type=float,
-    default=10.0,
-    show_default=True,
-    envvar="PRUNEGUARD_AGENT_SHUTDOWN_GRACE",
-    help="Seconds shutdown waits for a report being written (then abandons it) [env PRUNEGUARD_AGENT_SHUTDOWN_GRACE].",
-)
-@click.option(
-    "--host",
-    default="127.0.0.1",
-    show_default=True,
-    envvar="PRUNEGUARD_AGENT_HOST",
-    help="Address of /metrics, /reports, /alerts [env PRUNEGUARD_AGENT_HOST].",
-)
-@click.option(
-    "--port",
-    type=int,
-    default=3001,
-    show_default=True,
-    envvar="PRUNEGUARD_AGENT_PORT",
-    help="Port of /metrics, /reports, /alerts (0: any free one) [env PRUNEGUARD_AGENT_PORT].",
-)
-@click.option(
-    "--alert-token",
-    envvar="PRUNEGUARD_AGENT_ALERT_TOKEN",
-    help="Bearer token that turns on POST /alerts [env PRUNEGUARD_AGENT_ALERT_TOKEN].",
-)
+@env_option(
+    "--model", "PRUNEGUARD_AGENT_MODELS",
+    "Model to watch (repeat; default: every model with a champion).", "models", multiple=True,
+)  # fmt: skip
+@env_option("--interval", "PRUNEGUARD_AGENT_INTERVAL", "Seconds between ticks.",
+            type=float, default=30.0, show_default=True)  # fmt: skip
+@env_option("--report-every", "PRUNEGUARD_AGENT_REPORT_EVERY",
+            "Seconds between saved Evidently reports.",
+            type=float, default=300.0, show_default=True)  # fmt: skip
+@env_option(
+    "--report-on-rollback/--no-report-on-rollback", "PRUNEGUARD_AGENT_REPORT_ON_ROLLBACK",
+    "Write an Evidently report (seconds of work) right after each rollback.",
+    default=True, show_default=True,
+)  # fmt: skip
+@env_option("--shutdown-grace", "PRUNEGUARD_AGENT_SHUTDOWN_GRACE",
+            "Seconds shutdown waits for a report being written (then abandons it).",
+            type=float, default=10.0, show_default=True)  # fmt: skip
+@env_option("--host", "PRUNEGUARD_AGENT_HOST", "Address of /metrics, /reports, /alerts.",
+            default="127.0.0.1", show_default=True)  # fmt: skip
+@env_option("--port", "PRUNEGUARD_AGENT_PORT",
+            "Port of /metrics, /reports, /alerts (0: any free one).",
+            type=int, default=3001, show_default=True)  # fmt: skip
+@env_option("--alert-token", "PRUNEGUARD_AGENT_ALERT_TOKEN",
+            "Bearer token that turns on POST /alerts.")  # fmt: skip
 @_options
 def run(
     models: tuple[str, ...],

@@ -14,8 +14,11 @@ import os
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import click
+
+from registry.cli import env_option
 
 __all__ = ["build_command", "serve"]
 
@@ -71,57 +74,37 @@ def _check_model(config: object) -> None:
         )
 
 
+# flag, type, environment variable, help. No click default: an unset option leaves the value to
+# ServeConfig.from_env, whose default the help names.
+_KNOBS: tuple[tuple[str, Any, str, str], ...] = (
+    ("--shadow-sample", float, "PRUNEGUARD_SHADOW_SAMPLE",
+     "Fraction of requests mirrored to the shadow (0..1). [default: 1.0]"),
+    ("--db-url", str, "PRUNEGUARD_DB_URL",
+     "Registry/prediction-log database URL. [default: SQLite under --home]"),
+    ("--home", click.Path(path_type=Path), "PRUNEGUARD_HOME",
+     "pruneguard home (registry.db, BentoML store). [default: ./.pruneguard]"),
+    ("--poll-interval", float, "PRUNEGUARD_POLL_INTERVAL",
+     "Seconds between registry revision checks. [default: 2.0]"),
+    ("--workers", int, "PRUNEGUARD_SERVE_WORKERS", "BentoML worker processes. [default: 1]"),
+    ("--max-batch", int, "PRUNEGUARD_MAX_BATCH",
+     "Most rows accepted per /predict request. [default: 64]"),
+)  # fmt: skip
+
+
+def _knobs(command: Any) -> Any:
+    for flag, kind, env, text in reversed(_KNOBS):
+        command = env_option(flag, env, text, type=kind, default=None)(command)
+    return command
+
+
 @click.command()
 @click.argument("name")
-@click.option("--host", default="127.0.0.1", show_default=True, envvar="BENTOML_HOST")
-@click.option("--port", default=3000, show_default=True, type=int, envvar="BENTOML_PORT")
-@click.option(
-    "--shadow-sample",
-    type=float,
-    default=None,
-    envvar="PRUNEGUARD_SHADOW_SAMPLE",
-    show_envvar=True,
-    help="Fraction of requests mirrored to the shadow (0..1). [default: 1.0]",
+@env_option("--host", "BENTOML_HOST", "Address to listen on; loopback unless told otherwise.",
+            default="127.0.0.1", show_default=True)  # fmt: skip
+@env_option(
+    "--port", "BENTOML_PORT", "Port to listen on.", default=3000, show_default=True, type=int
 )
-@click.option(
-    "--db-url",
-    default=None,
-    envvar="PRUNEGUARD_DB_URL",
-    show_envvar=True,
-    help="Registry/prediction-log database URL. [default: SQLite under --home]",
-)
-@click.option(
-    "--home",
-    type=click.Path(path_type=Path),
-    default=None,
-    envvar="PRUNEGUARD_HOME",
-    show_envvar=True,
-    help="pruneguard home (registry.db, BentoML store). [default: ./.pruneguard]",
-)
-@click.option(
-    "--poll-interval",
-    type=float,
-    default=None,
-    envvar="PRUNEGUARD_POLL_INTERVAL",
-    show_envvar=True,
-    help="Seconds between registry revision checks. [default: 2.0]",
-)
-@click.option(
-    "--workers",
-    type=int,
-    default=None,
-    envvar="PRUNEGUARD_SERVE_WORKERS",
-    show_envvar=True,
-    help="BentoML worker processes. [default: 1]",
-)
-@click.option(
-    "--max-batch",
-    type=int,
-    default=None,
-    envvar="PRUNEGUARD_MAX_BATCH",
-    show_envvar=True,
-    help="Most rows accepted per /predict request. [default: 64]",
-)
+@_knobs
 @click.option(
     "--admin-token-env",
     default=None,

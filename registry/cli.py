@@ -22,7 +22,12 @@ if TYPE_CHECKING:
     from registry.records import Event, Version
     from registry.registry import Registry
 
-__all__ = ["models"]
+__all__ = ["env_option", "models"]
+
+
+def env_option(flag: str, envvar: str, text: str, *names: str, **kwargs: Any) -> Any:
+    """A ``click.option`` that falls back to ``envvar``; ``--help`` names the variable."""
+    return click.option(flag, *names, envvar=envvar, show_envvar=True, help=text, **kwargs)
 
 
 def default_actor() -> str:
