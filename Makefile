@@ -34,7 +34,7 @@ test-fast: venv
 	$(VENV)/bin/pytest -q -m "not slow"
 
 demo: venv
-	$(PY) -m pruneguard_demo
+	$(PY) -m pruneguard.demo
 
 bench: venv
 	$(PY) bench/resnet50_speedup.py

@@ -16,18 +16,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from agent.checks import (
+from pruneguard.agent.checks import (
     CheckConfig,
     accuracy_gap_check,
     agreement_check,
     drift_check,
     inconclusive,
 )
-from agent.drift import DriftResult, column_drift
-from agent.features import extract, input_shape, stack_rows
-from agent.policy import CheckResult
-from agent.quality import accuracy
-from registry.errors import ConfigError
+from pruneguard.agent.drift import DriftResult, column_drift
+from pruneguard.agent.features import extract, input_shape, stack_rows
+from pruneguard.agent.policy import CheckResult
+from pruneguard.agent.quality import accuracy
+from pruneguard.registry.errors import ConfigError
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
-from agent.policy import FAIL, INCONCLUSIVE, PASS, CheckResult
-from registry.errors import ConfigError
+from pruneguard.agent.policy import FAIL, INCONCLUSIVE, PASS, CheckResult
+from pruneguard.registry.errors import ConfigError
 
 __all__ = [
     "CheckConfig",

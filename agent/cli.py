@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from registry.cli import env_option
+from pruneguard.registry.cli import env_option
 
 if TYPE_CHECKING:
-    from agent.loop import Agent
+    from pruneguard.agent.loop import Agent
 
 __all__ = ["agent"]
 
@@ -63,8 +63,8 @@ def _build(
     report_on_rollback: bool = True,
     shutdown_grace: float = 10.0,
 ) -> Agent:
-    from agent.loop import Agent, AgentConfig, replace_config
-    from registry import PruneguardError, open_registry
+    from pruneguard.agent.loop import Agent, AgentConfig, replace_config
+    from pruneguard.registry import PruneguardError, open_registry
 
     try:
         config = replace_config(
@@ -128,7 +128,7 @@ def run(
     **params: Any,
 ) -> None:
     """Tick every --interval seconds until SIGINT/SIGTERM; serve /metrics meanwhile."""
-    from agent.server import AgentServer
+    from pruneguard.agent.server import AgentServer
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     watcher = _build(
@@ -190,7 +190,7 @@ def once(name: str, as_json: bool, report: bool, **params: Any) -> None:
 def report(name: str, **params: Any) -> None:
     """Analyse NAME's last window and write its report now (no decision is taken, nothing is
     rolled back); print the report's directory."""
-    from registry import PruneguardError
+    from pruneguard.registry import PruneguardError
 
     watcher = _build(params)
     try:

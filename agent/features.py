@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from registry.errors import ConfigError
+from pruneguard.registry.errors import ConfigError
 
 __all__ = ["MAX_BANDS", "extract", "input_shape", "stack_rows"]
 

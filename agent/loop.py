@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent import analysis as an
-from agent.checks import CheckConfig
-from agent.metrics import GUARDS, AgentMetrics
-from agent.policy import (
+from pruneguard.agent import analysis as an
+from pruneguard.agent.checks import CheckConfig
+from pruneguard.agent.metrics import GUARDS, AgentMetrics
+from pruneguard.agent.policy import (
     Decision,
     PolicyConfig,
     PolicyState,
@@ -41,11 +41,11 @@ from agent.policy import (
     request_rollback,
     verdict,
 )
-from agent.report_worker import ReportWorker
-from registry.errors import ArtifactError, ConfigError, Conflict, NotFound, Unavailable
+from pruneguard.agent.report_worker import ReportWorker
+from pruneguard.registry.errors import ArtifactError, ConfigError, Conflict, NotFound, Unavailable
 
 if TYPE_CHECKING:
-    from registry import Registry
+    from pruneguard.registry import Registry
 
 __all__ = ["Agent", "AgentConfig", "TickResult", "default_actor"]
 
@@ -188,7 +188,7 @@ class Agent:
             return an.unavailable(model, str(exc)), None
 
     def _read_and_analyse(self, model: str, now: float) -> tuple[an.Analysis, an.Window]:
-        from registry.predictions import read_window
+        from pruneguard.registry.predictions import read_window
 
         champion = self.registry.resolve(model, "champion")
         shadow = self.registry.aliases(model).get("shadow")
@@ -212,7 +212,7 @@ class Agent:
 
     def _reference(self, champion: str, manifest: dict[str, Any]) -> an.Reference:
         if champion not in self._references:
-            from agent.features import input_shape
+            from pruneguard.agent.features import input_shape
 
             path = self.registry.path(champion) / "reference.parquet"
             self._references = {champion: an.load_reference(path, input_shape(manifest))}
@@ -250,7 +250,7 @@ class Agent:
         """From the event history: the version a rollback from ``champion`` goes to (the
         registry's own rule), when an agent last rolled back away from each version, and
         when agents rolled back at all."""
-        from registry.history import previous_champion
+        from pruneguard.registry.history import previous_champion
 
         events = self.registry.history(model)
         target = previous_champion(events, champion) if champion is not None else None
@@ -383,7 +383,7 @@ class Agent:
             log.info("report for %s skipped: one is still being written", model)
             return None, "skipped"
         self._last_report[model] = now  # a skipped request is asked again next tick
-        from agent.reports import report_dir
+        from pruneguard.agent.reports import report_dir
 
         return str(report_dir(self.home, model, now)), "queued"
 
@@ -396,7 +396,7 @@ class Agent:
         now: float,
         rollback: dict[str, Any] | None,
     ) -> Path:
-        from agent.reports import write_report
+        from pruneguard.agent.reports import write_report
 
         keep = self.config.report_keep
         return write_report(

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 if TYPE_CHECKING:
-    from agent.policy import Phase
+    from pruneguard.agent.policy import Phase
 
 __all__ = [
     "GUARDS",
@@ -137,7 +137,7 @@ class AgentMetrics:
             self.held.labels(model=model, guard=guard)
 
     def set_phase(self, model: str, phase: Phase) -> None:
-        from agent.policy import PHASE_CODES
+        from pruneguard.agent.policy import PHASE_CODES
 
         self.analysis_status.labels(model=model).set(PHASE_CODES[phase])
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from registry.errors import ConfigError
+from pruneguard.registry.errors import ConfigError
 
 __all__ = [
     "FAIL",

@@ -19,11 +19,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from registry.errors import ConfigError
+from pruneguard.registry.errors import ConfigError
 
 if TYPE_CHECKING:
-    from agent.analysis import Analysis, Reference, Window
-    from agent.policy import Decision
+    from pruneguard.agent.analysis import Analysis, Reference, Window
+    from pruneguard.agent.policy import Decision
 
 __all__ = [
     "HTML_NAME",
@@ -155,8 +155,8 @@ def write_report(
 def _snapshots(result: Analysis, window: Window, reference: Reference | None) -> dict[str, Any]:
     import pandas as pd
 
-    from agent.drift import PREDICTION_COLUMN, evidently_drift_report
-    from agent.quality import evidently_quality_report
+    from pruneguard.agent.drift import PREDICTION_COLUMN, evidently_drift_report
+    from pruneguard.agent.quality import evidently_quality_report
 
     snapshots: dict[str, Any] = {}
     if reference is not None and len(window.features) and reference.names == window.names:

@@ -20,11 +20,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.reports import HTML_NAME, JSON_NAME, latest_report
-from registry.errors import ConfigError
+from pruneguard.agent.reports import HTML_NAME, JSON_NAME, latest_report
+from pruneguard.registry.errors import ConfigError
 
 if TYPE_CHECKING:
-    from agent.loop import Agent
+    from pruneguard.agent.loop import Agent
 
 __all__ = ["AgentServer", "parse_alerts"]
 

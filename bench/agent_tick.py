@@ -45,8 +45,8 @@ def main() -> None:
 
     from artifact_factory import make_artifact
 
-    from agent.loop import Agent, AgentConfig
-    from registry import open_registry
+    from pruneguard.agent.loop import Agent, AgentConfig
+    from pruneguard.registry import open_registry
 
     registry = open_registry(home=home)
     dense = registry.register(make_artifact(home / "a-dense", seed=2), actor="bench").tag
@@ -91,7 +91,7 @@ def main() -> None:
 def _fill(registry: object, champion: str, shadow: str, rows: int) -> None:
     import sqlalchemy as sa
 
-    from registry.predictions import PredictionLog, feedback
+    from pruneguard.registry.predictions import PredictionLog, feedback
 
     rng = np.random.default_rng(0)
     features = rng.uniform(0, 16, size=(rows, 64)).round(3)

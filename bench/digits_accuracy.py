@@ -31,7 +31,7 @@ STAGES = (("iterative", 90), ("one_epoch", 90), ("no_finetune", 20), ("no_finetu
 
 
 def _variants(base: Any) -> dict[str, Any]:
-    from pruning.recipe import Finetune, variant
+    from pruneguard.pruning.recipe import Finetune, variant
 
     ft = base.finetune
     budget = ft.epochs + ft.recovery_epochs * (base.schedule.steps - 1)
@@ -57,8 +57,8 @@ def _variants(base: Any) -> dict[str, Any]:
 
 
 def run_seed(seed: int) -> dict[str, Any]:
-    from pruning.pipeline import evaluate, prepare, prune_copy
-    from pruning.recipe import load_recipe
+    from pruneguard.pruning.pipeline import evaluate, prepare, prune_copy
+    from pruneguard.pruning.recipe import load_recipe
 
     base = load_recipe("digits-cnn").with_seed(seed)
     prep = prepare(base, progress=False)

@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pruning import embedding
-from pruning.heads import HeadPruner
-from pruning.recipe import load_recipe
-from pruning.text import load_minilm, load_paraphrases, load_sentences
+from pruneguard.pruning import embedding
+from pruneguard.pruning.heads import HeadPruner
+from pruneguard.pruning.recipe import load_recipe
+from pruneguard.pruning.text import load_minilm, load_paraphrases, load_sentences
 
 
 def log(msg: str) -> None:

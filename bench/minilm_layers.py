@@ -22,8 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from pruning import embedding
-from pruning.recipe import load_recipe
+from pruneguard.pruning import embedding
+from pruneguard.pruning.recipe import load_recipe
 
 
 def main() -> None:

@@ -75,7 +75,7 @@ def main() -> None:
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
     from artifact_factory import make_artifact
 
-    from registry import open_registry
+    from pruneguard.registry import open_registry
 
     artifacts = [make_artifact(tmp / f"a{i}", name="bench", seed=i) for i in range(12)]
     reg = open_registry(args.db_url, home=tmp)

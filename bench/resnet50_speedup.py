@@ -31,8 +31,8 @@ from typing import Any
 
 import torch
 
-from pruning.pipeline import run
-from pruning.recipe import Recipe, Target, load_recipe
+from pruneguard.pruning.pipeline import run
+from pruneguard.pruning.recipe import Recipe, Target, load_recipe
 
 MASKS = {  # method -> target, for the zeroed-weight controls
     "unstructured": Target("sparsity", 0.8),

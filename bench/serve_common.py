@@ -60,7 +60,7 @@ def workspace() -> Iterator[Workspace]:
         os.environ["BENTOML_DO_NOT_TRACK"] = "True"
         from artifact_factory import make_artifact
 
-        from registry import open_registry
+        from pruneguard.registry import open_registry
 
         registry = open_registry(home=home)
         pruned = make_artifact(Path(tmp) / "pruned", name=MODEL, kind="pruned", seed=1)

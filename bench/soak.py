@@ -238,7 +238,9 @@ def main() -> None:
     ap.add_argument("--agent-window", type=float, default=120.0)
     ap.add_argument("--report-every", type=float, default=120.0)
     args = ap.parse_args()
-    from agent.reports import model_dir  # after serve_common put the repository on sys.path
+    from pruneguard.agent.reports import (
+        model_dir,  # after serve_common put the repository on sys.path
+    )
 
     with workspace() as ws:
         server = pruneguard_server(ws, shadow_sample=1.0, name=NAME)

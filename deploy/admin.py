@@ -12,10 +12,10 @@ import hmac
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from registry.errors import NotFound, PruneguardError
+from pruneguard.registry.errors import NotFound, PruneguardError
 
 if TYPE_CHECKING:
-    from deploy.runtime import Replica
+    from pruneguard.deploy.runtime import Replica
 
 __all__ = ["ACTOR", "AdminAPI", "AdminDenied", "AdminDisabled"]
 

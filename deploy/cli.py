@@ -18,19 +18,20 @@ from typing import Any
 
 import click
 
-from registry.cli import env_option
+from pruneguard import SOURCE_ROOT
+from pruneguard.registry.cli import env_option
 
 __all__ = ["build_command", "serve"]
 
-SERVICE = "deploy.service:PruneguardService"
-LAUNCHER = "deploy.launch"  # `python -m deploy.launch ARGS` = `bentoml ARGS`, private metrics dir
-ROOT = Path(__file__).resolve().parent.parent  # holds the deploy/ package
+SERVICE = "pruneguard.deploy.service:PruneguardService"
+LAUNCHER = "pruneguard.deploy.launch"  # `python -m pruneguard.deploy.launch ARGS` = `bentoml ARGS`, private metrics dir
+ROOT = SOURCE_ROOT  # `python -m pruneguard.deploy...` imports from here
 
 
 def build_command(config: object, *, host: str, port: int) -> tuple[list[str], dict[str, str]]:
     """The argv and environment that run ``bentoml serve`` for ``config``."""
-    from deploy.config import ServeConfig
-    from registry.settings import prepare_bentoml_env, resolve_settings
+    from pruneguard.deploy.config import ServeConfig
+    from pruneguard.registry.settings import prepare_bentoml_env, resolve_settings
 
     assert isinstance(config, ServeConfig)
     env = dict(os.environ)
@@ -57,8 +58,8 @@ def build_command(config: object, *, host: str, port: int) -> tuple[list[str], d
 
 def _check_model(config: object) -> None:
     """Fail fast (one line) when the registry is unreachable or lacks the model."""
-    from deploy.config import ServeConfig
-    from registry import PruneguardError, open_registry
+    from pruneguard.deploy.config import ServeConfig
+    from pruneguard.registry import PruneguardError, open_registry
 
     assert isinstance(config, ServeConfig)
     try:
@@ -113,9 +114,9 @@ def _knobs(command: Any) -> Any:
 )
 def serve(name: str, host: str, port: int, admin_token_env: str | None, **options: object) -> None:
     """Serve NAME's champion, with its shadow compared off the response path."""
-    from deploy.config import ENV, ServeConfig
-    from registry.errors import ConfigError
-    from registry.settings import default_home, mask_url
+    from pruneguard.deploy.config import ENV, ServeConfig
+    from pruneguard.registry.errors import ConfigError
+    from pruneguard.registry.settings import default_home, mask_url
 
     values = {key: value for key, value in options.items() if value is not None}
     rename = {"poll_interval": "poll_interval_s"}

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from registry.errors import ConfigError
-from registry.settings import resolve_settings
+from pruneguard.registry.errors import ConfigError
+from pruneguard.registry.settings import resolve_settings
 
 __all__ = ["ENV", "SHADOW_MODES", "ServeConfig"]
 

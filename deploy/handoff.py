@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from deploy.config import ServeConfig
-from deploy.logwriter import LogSink, LogWriter, prediction_rows
-from deploy.metrics import ServingMetrics
-from deploy.model import Prediction
-from deploy.shadow import Comparison, ShadowJob, ShadowRunner
+from pruneguard.deploy.config import ServeConfig
+from pruneguard.deploy.logwriter import LogSink, LogWriter, prediction_rows
+from pruneguard.deploy.metrics import ServingMetrics
+from pruneguard.deploy.model import Prediction
+from pruneguard.deploy.shadow import Comparison, ShadowJob, ShadowRunner
 
 __all__ = ["Handoff", "InWorker"]
 

@@ -1,4 +1,4 @@
-"""``python -m deploy.launch serve ...``: the ``bentoml`` CLI, run in this process with a
+"""``python -m pruneguard.deploy.launch serve ...``: the ``bentoml`` CLI, run in this process with a
 Prometheus multiprocess directory private to this server, removed when it exits.
 
 BentoML keeps prometheus_client's multiprocess files in ``$BENTOML_HOME/

@@ -17,13 +17,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from deploy.batches import take_batch
-from deploy.metrics import ServingMetrics
+from pruneguard.deploy.batches import take_batch
+from pruneguard.deploy.metrics import ServingMetrics
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from deploy.model import Prediction
+    from pruneguard.deploy.model import Prediction
 
 __all__ = ["LogSink", "LogWriter", "prediction_rows"]
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from deploy.validation import InputSpec, ValidationError, validate_inputs
-from registry.artifact import MODEL, read_manifest
-from registry.errors import ArtifactError
+from pruneguard.deploy.validation import InputSpec, ValidationError, validate_inputs
+from pruneguard.registry.artifact import MODEL, read_manifest
+from pruneguard.registry.errors import ArtifactError
 
 __all__ = ["LoadedModel", "Prediction", "softmax"]
 

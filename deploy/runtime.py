@@ -16,17 +16,17 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
-from deploy.config import ServeConfig
-from deploy.handoff import Handoff, InWorker
-from deploy.logwriter import LogSink
-from deploy.metrics import ServingMetrics, default_metrics
-from deploy.model import LoadedModel, Prediction
-from deploy.shadow import ShadowJob
-from deploy.sidecar import Sidecar
-from deploy.swap import ModelSwapper, RegistryView
-from deploy.validation import ValidationError, validate_feedback
-from registry.errors import Unavailable
-from registry.settings import mask_url
+from pruneguard.deploy.config import ServeConfig
+from pruneguard.deploy.handoff import Handoff, InWorker
+from pruneguard.deploy.logwriter import LogSink
+from pruneguard.deploy.metrics import ServingMetrics, default_metrics
+from pruneguard.deploy.model import LoadedModel, Prediction
+from pruneguard.deploy.shadow import ShadowJob
+from pruneguard.deploy.sidecar import Sidecar
+from pruneguard.deploy.swap import ModelSwapper, RegistryView
+from pruneguard.deploy.validation import ValidationError, validate_feedback
+from pruneguard.registry.errors import Unavailable
+from pruneguard.registry.settings import mask_url
 
 __all__ = ["NotReady", "Replica"]
 
@@ -74,8 +74,8 @@ class Replica:
     @classmethod
     def open(cls, config: ServeConfig, *, metrics: ServingMetrics | None = None) -> Replica:
         """Connect to the registry (and its database, for the prediction log) named by ``config``."""
-        from registry import open_registry
-        from registry.predictions import PredictionLog
+        from pruneguard.registry import open_registry
+        from pruneguard.registry.predictions import PredictionLog
 
         registry = open_registry(config.db_url or None, home=config.home)
         return cls(config, registry=registry, sink=PredictionLog(registry.engine), metrics=metrics)

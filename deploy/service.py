@@ -22,12 +22,12 @@ from typing import Any, cast
 
 import bentoml
 
-from deploy.admin import AdminAPI, AdminDenied
-from deploy.boundary import ClientErrorLogFilter, JsonOnly
-from deploy.config import ENV, ServeConfig
-from deploy.runtime import NotReady, Replica
-from deploy.validation import ValidationError
-from registry.errors import ConfigError, Conflict, NotFound, PruneguardError, Unavailable
+from pruneguard.deploy.admin import AdminAPI, AdminDenied
+from pruneguard.deploy.boundary import ClientErrorLogFilter, JsonOnly
+from pruneguard.deploy.config import ENV, ServeConfig
+from pruneguard.deploy.runtime import NotReady, Replica
+from pruneguard.deploy.validation import ValidationError
+from pruneguard.registry.errors import ConfigError, Conflict, NotFound, PruneguardError, Unavailable
 
 __all__ = ["PruneguardService"]
 
@@ -84,7 +84,7 @@ def quiet_client_errors() -> None:
 
 
 def _count_rejected(path: str, media_type: str) -> None:
-    from deploy.metrics import default_metrics
+    from pruneguard.deploy.metrics import default_metrics
 
     model = os.environ.get(ENV["model"], "")
     default_metrics().invalid_requests.labels(model, "content_type").inc()

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from deploy.batches import take_batch
-from deploy.metrics import ServingMetrics
-from deploy.model import LoadedModel, Prediction
+from pruneguard.deploy.batches import take_batch
+from pruneguard.deploy.metrics import ServingMetrics
+from pruneguard.deploy.model import LoadedModel, Prediction
 
 __all__ = [
     "Comparison",

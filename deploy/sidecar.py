@@ -45,11 +45,12 @@ from typing import IO, Any
 
 import numpy as np
 
-from deploy.batches import take_batch
-from deploy.config import ENV, ServeConfig
-from deploy.metrics import ServingMetrics
-from deploy.model import LoadedModel, Prediction
-from deploy.shadow import ShadowJob, concat, group_jobs, sampled
+from pruneguard import SOURCE_ROOT
+from pruneguard.deploy.batches import take_batch
+from pruneguard.deploy.config import ENV, ServeConfig
+from pruneguard.deploy.metrics import ServingMetrics
+from pruneguard.deploy.model import LoadedModel, Prediction
+from pruneguard.deploy.shadow import ShadowJob, concat, group_jobs, sampled
 
 __all__ = ["Sidecar", "decode_frame", "decode_jobs", "encode_jobs", "main", "read_frames"]
 
@@ -58,7 +59,7 @@ log = logging.getLogger(__name__)
 _PREFIX = struct.Struct("<II")
 _ARRAYS = ("batch", "classes", "probabilities")
 _STOP = object()
-ROOT = Path(__file__).resolve().parent.parent  # holds the deploy/ package
+ROOT = SOURCE_ROOT  # `python -m pruneguard.deploy...` imports from here
 
 
 # --- wire format ----------------------------------------------------------------------------
@@ -271,7 +272,7 @@ class Sidecar:
         self._spawned_at = time.monotonic()
         try:
             self._child = subprocess.Popen(
-                [sys.executable, "-m", "deploy.sidecar"],
+                [sys.executable, "-m", "pruneguard.deploy.sidecar"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 env=self._child_env(),
@@ -345,10 +346,10 @@ def main() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     config = ServeConfig.from_env()
     os.nice(config.shadow_nice)  # before the heavy imports below
-    from deploy.handoff import InWorker
-    from deploy.metrics import default_metrics
-    from registry import open_registry
-    from registry.predictions import PredictionLog
+    from pruneguard.deploy.handoff import InWorker
+    from pruneguard.deploy.metrics import default_metrics
+    from pruneguard.registry import open_registry
+    from pruneguard.registry.predictions import PredictionLog
 
     metrics = default_metrics()
     registry = open_registry(config.db_url or None, home=config.home)

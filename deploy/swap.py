@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from deploy.metrics import ServingMetrics
-from deploy.model import LoadedModel
-from registry.errors import NotFound, Unavailable
+from pruneguard.deploy.metrics import ServingMetrics
+from pruneguard.deploy.model import LoadedModel
+from pruneguard.registry.errors import NotFound, Unavailable
 
 __all__ = ["KEEP_LOADED", "Deployment", "ModelSwapper", "RegistryView"]
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from registry.errors import ConfigError
+from pruneguard.registry.errors import ConfigError
 
 __all__ = [
     "InputSpec",

@@ -17,7 +17,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pruning.recipe import Recipe, Target
+from pruneguard.pruning.recipe import Recipe, Target
 
 __all__ = [
     "DEPLOY_TARGETS",

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from registry.errors import ConfigError
+from pruneguard.registry.errors import ConfigError
 
 __all__ = ["bench_onnx_pair", "random_feed"]
 
@@ -56,7 +56,7 @@ def bench_onnx_pair(
     Both models must take the same input (name, non-batch shape, dtype): each batch size
     feeds the same random tensor to both.
     """
-    from pruning.latency import compare_latency, make_session
+    from pruneguard.pruning.latency import compare_latency, make_session
 
     sessions = {"a": make_session(a, threads), "b": make_session(b, threads)}
     if _signature(sessions["a"]) != _signature(sessions["b"]):

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
-from registry.errors import PruneguardError
+from pruneguard.registry.errors import PruneguardError
 
 __all__ = ["bench", "prune"]
 
@@ -124,7 +124,7 @@ def run_cmd(
     Example:
       pruneguard prune digits-cnn --out runs/digits --json
     """
-    from pruning.recipe import load_recipe
+    from pruneguard.pruning.recipe import load_recipe
 
     with _one_line_errors():
         parsed = load_recipe(recipe)
@@ -132,7 +132,7 @@ def run_cmd(
             parsed = parsed.with_seed(seed)
         _set_threads(threads)
         with contextlib.redirect_stdout(sys.stderr):  # keep stdout for the JSON alone
-            from pruning.pipeline import run
+            from pruneguard.pruning.pipeline import run
 
             dense, pruned = run(parsed, out, progress=not quiet)
         if register:
@@ -155,7 +155,7 @@ def _set_threads(threads: int | None) -> None:
 
 def _register(out: Path) -> None:
     try:
-        from registry import open_registry
+        from pruneguard.registry import open_registry
     except ImportError as exc:
         raise click.ClickException(
             f"--register needs the registry package ({exc}); run without --register"
@@ -197,10 +197,10 @@ def recipes_cmd() -> None:
     Example:
       pruneguard prune recipes
     """
-    from pruning.recipe import RECIPES_DIR, builtin_recipes
+    from pruneguard.pruning.recipe import builtin_recipe_text, builtin_recipes
 
     for name in builtin_recipes():
-        lines = (RECIPES_DIR / f"{name}.yaml").read_text(encoding="utf-8").splitlines()
+        lines = builtin_recipe_text(name).splitlines()
         about = next((line.lstrip("# ").strip() for line in lines if line.startswith("#")), "")
         click.echo(f"{name:<28}{about}")
 
@@ -222,8 +222,8 @@ def plan_cmd(recipe: str, deploy_target: str, as_json: bool) -> None:
     Example:
       pruneguard prune plan digits-cnn-unstructured --deploy-target cpu
     """
-    from pruning.advice import advise_recipe
-    from pruning.recipe import load_recipe
+    from pruneguard.pruning.advice import advise_recipe
+    from pruneguard.pruning.recipe import load_recipe
 
     with _one_line_errors():
         advice = advise_recipe(load_recipe(recipe), deploy_target)
@@ -267,7 +267,7 @@ def sweep_cmd(
     Example:
       pruneguard prune sweep digits-cnn --out runs/sweep --ratios 0.5,0.7 --criteria l2,random
     """
-    from pruning.recipe import load_recipe
+    from pruneguard.pruning.recipe import load_recipe
 
     with _one_line_errors():
         parsed = load_recipe(recipe)
@@ -275,7 +275,7 @@ def sweep_cmd(
             parsed = parsed.with_seed(seed)
         _set_threads(threads)
         with contextlib.redirect_stdout(sys.stderr):
-            from pruning.sweep import sweep
+            from pruneguard.pruning.sweep import sweep
 
             result = sweep(
                 parsed,
@@ -315,7 +315,7 @@ def bench(
     Example:
       pruneguard bench runs/digits/dense/model.onnx runs/digits/pruned/model.onnx --json
     """
-    from pruning.benchmark import bench_onnx_pair
+    from pruneguard.pruning.benchmark import bench_onnx_pair
 
     if not batch_sizes or min(batch_sizes) < 1:
         raise click.BadParameter(

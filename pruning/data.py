@@ -18,8 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pruning.recipe import DataSpec
-from registry.errors import ConfigError
+from pruneguard.pruning.recipe import DataSpec
+from pruneguard.registry.errors import ConfigError
 
 if TYPE_CHECKING:
     from torch.utils.data import DataLoader
@@ -116,7 +116,7 @@ def _synthetic(spec: DataSpec, seed: int) -> dict[str, DataLoader]:
 def _from_factory(spec: DataSpec, search_path: Path | None) -> dict[str, DataLoader]:
     from torch.utils.data import DataLoader
 
-    from pruning.models.load import import_factory
+    from pruneguard.pruning.models.load import import_factory
 
     assert spec.factory is not None
     result = import_factory(spec.factory, "data.factory", search_path)(**spec.options)

@@ -50,8 +50,8 @@ def prune_stage(
     recipe_arg: str, out: Path, seed: int | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run the recipe into ``out``; return the dense and pruned manifests."""
-    from pruning.pipeline import run
-    from pruning.recipe import load_recipe
+    from pruneguard.pruning.pipeline import run
+    from pruneguard.pruning.recipe import load_recipe
 
     recipe = load_recipe(recipe_arg)
     if seed is not None:
@@ -104,9 +104,9 @@ def summary(dense: dict[str, Any], pruned: dict[str, Any], advice: str, seconds:
 def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
-    from pruning.advice import advise_recipe
-    from pruning.recipe import load_recipe
-    from registry.errors import PruneguardError
+    from pruneguard.pruning.advice import advise_recipe
+    from pruneguard.pruning.recipe import load_recipe
+    from pruneguard.registry.errors import PruneguardError
 
     args = _parse(argv)
     torch.set_num_threads(args.threads)

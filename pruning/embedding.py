@@ -25,14 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from registry.errors import ConfigError
+from pruneguard.registry.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from pruning.recipe import Recipe
-    from pruning.text import SentenceEncoder
+    from pruneguard.pruning.recipe import Recipe
+    from pruneguard.pruning.text import SentenceEncoder
 
 __all__ = [
     "EmbeddingEval",
@@ -108,7 +108,7 @@ def _say(progress: bool) -> Callable[[str], None]:
 
 def evaluate(model: nn.Module, tokenizer: Any, pairs: Sequence[tuple[str, str]]) -> EmbeddingEval:
     """Paraphrase retrieval in both directions: for a_i, is b_i the nearest b (and vice versa)?"""
-    from pruning.text import embed
+    from pruneguard.pruning.text import embed
 
     left = embed(model, tokenizer, [a for a, _ in pairs]).numpy()
     right = embed(model, tokenizer, [b for _, b in pairs]).numpy()
@@ -132,7 +132,7 @@ def mean_cosine(a: EmbeddingEval, b: EmbeddingEval) -> float:
 
 
 def sentence_batches(tokenizer: Any, sentences: Sequence[str], opts: EmbeddingOptions) -> list[Any]:
-    from pruning.text import tokenize
+    from pruneguard.pruning.text import tokenize
 
     return [
         tokenize(tokenizer, sentences[i : i + opts.batch_size], max_length=opts.max_length)
@@ -151,8 +151,8 @@ def prune_encoder(
     recover: Callable[[int], None],
 ) -> dict[str, Any]:
     """Prune ``model`` in place as the recipe says; ``recover(step)`` runs between steps."""
-    from pruning.heads import HeadPruner
-    from pruning.layers import LayerPruner
+    from pruneguard.pruning.heads import HeadPruner
+    from pruneguard.pruning.layers import LayerPruner
 
     criterion = "taylor" if recipe.criterion == "gradient" else recipe.criterion
     common: dict[str, Any] = {
@@ -222,7 +222,7 @@ def export_encoder(model: nn.Module, path: Path, *, opset: int = 18) -> None:
     import torch
     from torch.export import Dim
 
-    from pruning.text import INPUT_NAMES
+    from pruneguard.pruning.text import INPUT_NAMES
 
     batch, seq = Dim("batch"), Dim("seq")
     example = tuple(torch.ones(2, 16, dtype=torch.int64) for _ in INPUT_NAMES)
@@ -251,7 +251,7 @@ def parity(model: nn.Module, path: Path, feeds: Mapping[str, torch.Tensor]) -> f
     """Max |torch − ONNX Runtime| of the embeddings for ``feeds``."""
     import torch
 
-    from pruning.latency import make_session
+    from pruneguard.pruning.latency import make_session
 
     session = make_session(path)
     (onnx_out,) = session.run(None, {k: v.numpy() for k, v in feeds.items()})
@@ -279,7 +279,7 @@ def measure_latency(
     threads: int = 1,
 ) -> dict[str, dict[str, dict[str, float]]]:
     """p50/p95 per model label and batch size (str), timed in alternating blocks."""
-    from pruning.latency import compare_latency, make_session
+    from pruneguard.pruning.latency import compare_latency, make_session
 
     sessions = {label: make_session(p, threads) for label, p in paths.items()}
     result: dict[str, dict[str, dict[str, float]]] = {label: {} for label in paths}
@@ -320,7 +320,7 @@ class _Side:
 
 
 def _load(recipe: Recipe) -> tuple[SentenceEncoder, Any]:
-    from pruning.text import MINILM, load_minilm
+    from pruneguard.pruning.text import MINILM, load_minilm
 
     if recipe.model.builtin != MINILM:
         raise ConfigError(
@@ -331,7 +331,7 @@ def _load(recipe: Recipe) -> tuple[SentenceEncoder, Any]:
 
 
 def _side(model: nn.Module, tokenizer: Any, pairs: Any, seq_len: int) -> _Side:
-    from pruning.heads import attention_memory
+    from pruneguard.pruning.heads import attention_memory
 
     return _Side(
         model=model,
@@ -349,7 +349,7 @@ def run(
     """Run an embedding recipe end to end; write ``out_dir/dense`` and ``out_dir/pruned``."""
     import torch
 
-    from pruning.text import load_paraphrases, load_sentences
+    from pruneguard.pruning.text import load_paraphrases, load_sentences
 
     say = _say(progress)
     opts = EmbeddingOptions.from_mapping(recipe.extra)
@@ -380,7 +380,7 @@ def run(
 
 
 def _check_accept(recipe: Recipe, dense: EmbeddingEval, pruned: EmbeddingEval) -> None:
-    from pruning.errors import AcceptanceFailed
+    from pruneguard.pruning.errors import AcceptanceFailed
 
     if recipe.accept is None:
         return
@@ -397,8 +397,8 @@ def _write(
     recipe: Recipe, out: Path, dense: _Side, pruned: _Side, report: dict[str, Any],
     tokenizer: Any, pairs: Any, opts: EmbeddingOptions, say: Callable[[str], None],
 ) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
-    from pruning.text import tokenize
-    from registry.artifact import sha256_file
+    from pruneguard.pruning.text import tokenize
+    from pruneguard.registry.artifact import sha256_file
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
@@ -441,8 +441,8 @@ def _artifacts(
     recipe: Recipe, staging: Path, dense: _Side, pruned: _Side, report: dict[str, Any],
     diffs: dict[str, float], lat: dict[str, Any], parent: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
-    from pruning.manifest import build_manifest, latency_metrics
-    from registry.artifact import write_artifact
+    from pruneguard.pruning.manifest import build_manifest, latency_metrics
+    from pruneguard.registry.artifact import write_artifact
 
     def metrics(side: _Side, label: str) -> dict[str, Any]:
         cosine = mean_cosine(side.evaluation, dense.evaluation)
@@ -495,7 +495,7 @@ def _artifacts(
 
 
 def _io(hidden: int) -> dict[str, Any]:
-    from pruning.text import INPUT_NAMES
+    from pruneguard.pruning.text import INPUT_NAMES
 
     inputs = [{"name": n, "dtype": "int64", "shape": ["batch", "seq"]} for n in INPUT_NAMES]
     return {

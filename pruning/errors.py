@@ -9,7 +9,7 @@ PruneguardError                    (registry.errors)
 
 from __future__ import annotations
 
-from registry.errors import ConfigError, PruneguardError
+from pruneguard.registry.errors import ConfigError, PruneguardError
 
 __all__ = [
     "AcceptanceFailed",

@@ -46,7 +46,7 @@ def _exportable(model: nn.Module) -> nn.Module:
     """An eval-mode model without pruning masks (a copy if masks must be baked in)."""
     from torch.nn.utils import prune
 
-    from pruning.unstructured import remove_masks
+    from pruneguard.pruning.unstructured import remove_masks
 
     masked = [m for m in model.modules() if prune.is_pruned(m) and hasattr(m, "weight_orig")]
     if masked:
@@ -106,7 +106,7 @@ def parity(model: nn.Module, onnx_path: str | Path, inputs: torch.Tensor) -> flo
     """Max |torch − ONNX Runtime| over the outputs for ``inputs``."""
     import torch
 
-    from pruning.latency import make_session
+    from pruneguard.pruning.latency import make_session
 
     session = make_session(onnx_path)
     name = session.get_inputs()[0].name

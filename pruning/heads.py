@@ -27,8 +27,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pruning.attention import PrunableSelfAttention, convert_attention
-from registry.errors import ConfigError
+from pruneguard.pruning.attention import PrunableSelfAttention, convert_attention
+from pruneguard.registry.errors import ConfigError
 
 __all__ = [
     "HEAD_CRITERIA",

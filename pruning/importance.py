@@ -172,7 +172,7 @@ _FACTORIES: dict[str, Callable[[], Any]] = {
 
 def make_importance(criterion: str) -> Any:
     """A fresh torch_pruning importance object for ``criterion`` (one of :data:`CRITERIA`)."""
-    from registry.errors import ConfigError
+    from pruneguard.registry.errors import ConfigError
 
     if criterion not in _FACTORIES:
         raise ConfigError(

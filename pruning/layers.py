@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pruning.attention import PrunableEncoderLayer, PrunableSelfAttention
-from pruning.heads import (
+from pruneguard.pruning.attention import PrunableEncoderLayer, PrunableSelfAttention
+from pruneguard.pruning.heads import (
     Batch,
     Forward,
     Loss,
@@ -32,7 +32,7 @@ from pruning.heads import (
     _label_loss,
     target_value,
 )
-from registry.errors import ConfigError
+from pruneguard.registry.errors import ConfigError
 
 __all__ = [
     "LAYER_CRITERIA",
@@ -53,7 +53,7 @@ class LayerCountError(ConfigError):
 
 
 def _has_attention(module: nn.Module) -> bool:
-    from pruning.heads import _is_bert_attention
+    from pruneguard.pruning.heads import _is_bert_attention
 
     kinds: tuple[type[nn.Module], ...] = (
         nn.MultiheadAttention,

@@ -11,14 +11,14 @@ from collections.abc import Mapping, Sequence
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
-from pruning.recipe import Recipe
-from registry.artifact import REQUIRED_METRICS, SCHEMA
+from pruneguard.pruning.recipe import Recipe
+from pruneguard.registry.artifact import REQUIRED_METRICS, SCHEMA
 
 if TYPE_CHECKING:
     import pandas as pd
     from torch import nn
 
-    from pruning.pipeline import Evaluation, OnnxMeasure, Prepared
+    from pruneguard.pruning.pipeline import Evaluation, OnnxMeasure, Prepared
 
 __all__ = [
     "CPU_SPARSITY_NOTE",
@@ -139,7 +139,7 @@ def reference_frame(
 
 
 def _io(prep: Prepared) -> dict[str, Any]:
-    from pruning.data import class_labels, describe_inputs
+    from pruneguard.pruning.data import class_labels, describe_inputs
 
     n_out = int(prep.model(prep.example).shape[1])
     return io_spec(
@@ -238,7 +238,7 @@ def pruned_manifest(
 
 def _sparse_metrics(metrics: dict[str, Any], model: nn.Module, onnx: OnnxMeasure) -> str:
     """Add sparsity and compressed sizes to ``metrics``; return the honest CPU note."""
-    from pruning.unstructured import sparsity_report
+    from pruneguard.pruning.unstructured import sparsity_report
 
     report = sparsity_report(model)
     metrics["sparsity"] = report["sparsity"]

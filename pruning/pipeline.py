@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pruning.errors import AcceptanceFailed
-from pruning.recipe import Recipe
-from registry.errors import ConfigError
+from pruneguard.pruning.errors import AcceptanceFailed
+from pruneguard.pruning.recipe import Recipe
+from pruneguard.registry.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
@@ -82,8 +82,8 @@ class Prepared:
 
 def evaluate(model: nn.Module, loader: DataLoader, example: torch.Tensor) -> Evaluation:
     """Held-out accuracy, parameters and per-sample MACs of ``model``."""
-    from pruning.finetune import predict
-    from pruning.measure import count_macs, count_params
+    from pruneguard.pruning.finetune import predict
+    from pruneguard.pruning.measure import count_macs, count_params
 
     inputs, labels, predictions = predict(model, loader)
     accuracy = float((labels == predictions).mean()) if len(labels) else 0.0
@@ -102,7 +102,7 @@ def _context(recipe: Recipe, data: dict[str, DataLoader], example: torch.Tensor)
 
     import torch.nn.functional as F
 
-    from pruning.schedule import PruneContext
+    from pruneguard.pruning.schedule import PruneContext
 
     calibration = list(itertools.islice(iter(_in_order(data["train"])), CALIBRATION_BATCHES))
     return PruneContext(example_inputs=example, calibration=calibration, loss_fn=F.cross_entropy)
@@ -121,10 +121,10 @@ def prepare(recipe: Recipe, *, progress: bool = True) -> Prepared:
     """Load data and model, resolve the target, train the dense model if asked, measure it."""
     import torch
 
-    from pruning.data import load_data
-    from pruning.finetune import train
-    from pruning.models.load import load_model
-    from pruning.schedule import resolve_amount
+    from pruneguard.pruning.data import load_data
+    from pruneguard.pruning.finetune import train
+    from pruneguard.pruning.models.load import load_model
+    from pruneguard.pruning.schedule import resolve_amount
 
     say = _reporter(progress)
     torch.manual_seed(recipe.seed)
@@ -164,9 +164,9 @@ def prune_copy(prep: Prepared, recipe: Recipe | None = None, *, progress: bool =
     ``recipe`` may differ from ``prep.recipe`` in method, criterion, target and schedule (a
     sweep variant); its amount is resolved again when its target differs.
     """
-    from pruning.finetune import train
-    from pruning.schedule import build_pruner, resolve_amount, run_schedule
-    from pruning.unstructured import remove_masks
+    from pruneguard.pruning.finetune import train
+    from pruneguard.pruning.schedule import build_pruner, resolve_amount, run_schedule
+    from pruneguard.pruning.unstructured import remove_masks
 
     recipe = recipe or prep.recipe
     say = _reporter(progress)
@@ -232,8 +232,8 @@ def measure_onnx(
     """Export each model to ``folder/<label>.onnx``; parity on validation rows; latency in blocks."""
     import torch
 
-    from pruning.export import export_onnx, parity
-    from pruning.latency import compare_latency, make_session
+    from pruneguard.pruning.export import export_onnx, parity
+    from pruneguard.pruning.latency import compare_latency, make_session
 
     paths = {label: folder / f"{label}.onnx" for label in models}
     rows = torch.from_numpy(val_inputs[:PARITY_ROWS]).float()
@@ -299,7 +299,7 @@ def run(
 def _run_embedding(
     recipe: Recipe, out: Path, progress: bool
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    from pruning.embedding import run as run_embedding
+    from pruneguard.pruning.embedding import run as run_embedding
 
     _check_out(out)
     return run_embedding(recipe, out, progress=progress)
@@ -339,8 +339,8 @@ def _move_into(staging: Path, out: Path) -> None:
 def _write_both(
     staging: Path, prep: Prepared, pruned: Evaluation, pruned_model: nn.Module, onnx: OnnxMeasure
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    from pruning.manifest import dense_manifest, pruned_manifest, reference_frame
-    from registry.artifact import sha256_file, write_artifact
+    from pruneguard.pruning.manifest import dense_manifest, pruned_manifest, reference_frame
+    from pruneguard.registry.artifact import sha256_file, write_artifact
 
     def writer(label: str, evaluation: Evaluation) -> Callable[[Path], None]:
         def write_files(tmp: Path) -> None:

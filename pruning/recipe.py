@@ -14,10 +14,11 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from registry.errors import ConfigError
+from pruneguard.registry.errors import ConfigError
 
 __all__ = [
     "METHODS",
@@ -67,8 +68,7 @@ SCHEDULES = ("one-shot", "iterative")
 SCOPES = ("global", "layer")
 SCOPED_METHODS = ("channel", "head", "unstructured")
 DATA_BUILTINS = {"classification": ("digits", "synthetic"), "embedding": ("sentences",)}
-# next to this file (not importlib.resources: tests/pruning can shadow the package's name)
-RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+RECIPES_PACKAGE = "pruneguard.pruning.recipes"  # read through importlib.resources (wheel-safe)
 NM_SPARSITY = 0.5  # 2:4 keeps 2 of every 4 weights
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -203,8 +203,14 @@ class Recipe:
 
 
 def builtin_recipes() -> list[str]:
-    """Names of the recipes shipped in ``pruning/recipes/``."""
-    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+    """Names of the recipes shipped in ``pruneguard.pruning.recipes``."""
+    files = resources.files(RECIPES_PACKAGE).iterdir()
+    return sorted(f.name.removesuffix(".yaml") for f in files if f.name.endswith(".yaml"))
+
+
+def builtin_recipe_text(name: str) -> str:
+    """The YAML text of the built-in recipe ``name``."""
+    return resources.files(RECIPES_PACKAGE).joinpath(f"{name}.yaml").read_text(encoding="utf-8")
 
 
 def load_recipe(arg: str | Path) -> Recipe:
@@ -215,8 +221,7 @@ def load_recipe(arg: str | Path) -> Recipe:
     if path.is_file():
         text, source, base = path.read_text(encoding="utf-8"), str(path), path.resolve().parent
     elif str(arg) in builtin_recipes():
-        res = RECIPES_DIR / f"{arg}.yaml"
-        text, source, base = res.read_text(encoding="utf-8"), f"built-in:{arg}", None
+        text, source, base = builtin_recipe_text(str(arg)), f"built-in:{arg}", None
     else:
         raise ConfigError(
             f"recipe {str(arg)!r} is neither a file nor a built-in recipe; "

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pruning.recipe import NM_SPARSITY, Recipe
+from pruneguard.pruning.recipe import NM_SPARSITY, Recipe
 
 if TYPE_CHECKING:
     import torch
@@ -41,7 +41,7 @@ Builder = Callable[["nn.Module", Recipe, float, PruneContext], Pruner]
 
 
 def _channel(model: nn.Module, recipe: Recipe, amount: float, ctx: PruneContext) -> Pruner:
-    from pruning.structured import ChannelPruner
+    from pruneguard.pruning.structured import ChannelPruner
 
     return ChannelPruner(
         model,
@@ -58,20 +58,20 @@ def _channel(model: nn.Module, recipe: Recipe, amount: float, ctx: PruneContext)
 
 
 def _unstructured(model: nn.Module, recipe: Recipe, amount: float, ctx: PruneContext) -> Pruner:
-    from pruning.unstructured import MaskPruner
+    from pruneguard.pruning.unstructured import MaskPruner
 
     scope = recipe.scope or "global"
     return MaskPruner(model, sparsity=amount, steps=recipe.schedule.steps, scope=scope)  # type: ignore[arg-type]
 
 
 def _nm(model: nn.Module, recipe: Recipe, amount: float, ctx: PruneContext) -> Pruner:
-    from pruning.unstructured import MaskPruner
+    from pruneguard.pruning.unstructured import MaskPruner
 
     return MaskPruner(model, sparsity=NM_SPARSITY, steps=recipe.schedule.steps, nm=(2, 4))
 
 
 def _head(model: nn.Module, recipe: Recipe, amount: float, ctx: PruneContext) -> Pruner:
-    from pruning.heads import HeadPruner
+    from pruneguard.pruning.heads import HeadPruner
 
     return HeadPruner(
         model,
@@ -86,7 +86,7 @@ def _head(model: nn.Module, recipe: Recipe, amount: float, ctx: PruneContext) ->
 
 
 def _layer(model: nn.Module, recipe: Recipe, amount: float, ctx: PruneContext) -> Pruner:
-    from pruning.layers import LayerPruner
+    from pruneguard.pruning.layers import LayerPruner
 
     return LayerPruner(
         model,
@@ -112,7 +112,7 @@ def resolve_amount(recipe: Recipe, model: nn.Module, ctx: PruneContext) -> float
     """The number the pruner takes: a MAC target becomes the channel ratio that reaches it."""
     if recipe.target.kind != "macs_reduction":
         return recipe.target.value
-    from pruning.structured import ratio_for_mac_reduction
+    from pruneguard.pruning.structured import ratio_for_mac_reduction
 
     return ratio_for_mac_reduction(
         model,

@@ -17,10 +17,10 @@ import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
 
-from pruning.errors import TargetUnreachable
-from pruning.importance import DATA_CRITERIA, make_importance, prepare_importance
-from pruning.measure import count_macs
-from registry.errors import ConfigError, Conflict
+from pruneguard.pruning.errors import TargetUnreachable
+from pruneguard.pruning.importance import DATA_CRITERIA, make_importance, prepare_importance
+from pruneguard.pruning.measure import count_macs
+from pruneguard.registry.errors import ConfigError, Conflict
 
 __all__ = ["ChannelPruner", "find_classifier", "ratio_for_mac_reduction", "recalibrate_batchnorm"]
 

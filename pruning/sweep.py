@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pruning.recipe import Recipe, variant
+from pruneguard.pruning.recipe import Recipe, variant
 
 __all__ = ["SweepResult", "SweepRow", "plot", "sweep", "variants"]
 
@@ -91,7 +91,7 @@ def sweep(
     progress: bool = True,
 ) -> SweepResult:
     """Run the variants on one dense model; write ``out/sweep.json`` and ``out/sweep.png``."""
-    from pruning.pipeline import evaluate, prepare, prune_copy
+    from pruneguard.pruning.pipeline import evaluate, prepare, prune_copy
 
     todo = variants(recipe, targets=targets, criteria=criteria, schedules=schedules)
     prep = prepare(recipe, progress=progress)
@@ -121,7 +121,7 @@ def sweep(
 
 
 def _export(model: Any, example: Any, path: Path, recipe: Recipe) -> Path:
-    from pruning.export import export_onnx
+    from pruneguard.pruning.export import export_onnx
 
     export_onnx(model, example, path, opset=recipe.export.opset)
     return path
@@ -130,7 +130,7 @@ def _export(model: Any, example: Any, path: Path, recipe: Recipe) -> Path:
 def _speedup(dense: Path, pruned: Path, rows: Any, recipe: Recipe) -> dict[str, float]:
     import numpy as np
 
-    from pruning.latency import compare_latency, make_session
+    from pruneguard.pruning.latency import compare_latency, make_session
 
     threads = recipe.export.ort_threads
     sessions = {"dense": make_session(dense, threads), "pruned": make_session(pruned, threads)}

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from registry.errors import ConfigError
+from pruneguard.registry.errors import ConfigError
 
 __all__ = [
     "MINILM",
@@ -110,13 +110,11 @@ def embed(
     return torch.cat(parts)
 
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
-
-
 def _data_file(name: str) -> str:
-    # next to this module, not importlib.resources: under pytest's importlib mode the name
-    # "pruning" can resolve to the tests/pruning folder
-    return (DATA_DIR / name).read_text(encoding="utf-8")
+    # a data folder without __init__.py: read through its package, so it works from a wheel
+    from importlib import resources
+
+    return resources.files("pruneguard.pruning").joinpath("data", name).read_text(encoding="utf-8")
 
 
 def load_sentences(name: str = "sentences_train.txt") -> list[str]:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from registry.errors import ConfigError, Conflict
+from pruneguard.registry.errors import ConfigError, Conflict
 
 __all__ = [
     "MaskPruner",

@@ -7,7 +7,7 @@
     >>> reg.promote(v.tag, actor="cli:me", reason="passed review")
 """
 
-from registry.errors import (
+from pruneguard.registry.errors import (
     ArtifactCorrupt,
     ArtifactError,
     ConfigError,
@@ -16,9 +16,9 @@ from registry.errors import (
     PruneguardError,
     Unavailable,
 )
-from registry.records import ALIASES, Event, Version
-from registry.registry import UNCHECKED, Registry, open_registry
-from registry.settings import default_home
+from pruneguard.registry.records import ALIASES, Event, Version
+from pruneguard.registry.registry import UNCHECKED, Registry, open_registry
+from pruneguard.registry.settings import default_home
 
 __all__ = [
     "ALIASES",

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from registry.errors import ArtifactCorrupt, ArtifactError
+from pruneguard.registry.errors import ArtifactCorrupt, ArtifactError
 
 __all__ = [
     "FILES",

@@ -14,10 +14,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from registry import db
-from registry import queries as q
-from registry.records import split_tag
-from registry.store import ModelStore
+from pruneguard.registry import db
+from pruneguard.registry import queries as q
+from pruneguard.registry.records import split_tag
+from pruneguard.registry.store import ModelStore
 
 __all__ = ["collect"]
 

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from registry.errors import PruneguardError
+from pruneguard.registry.errors import PruneguardError
 
 if TYPE_CHECKING:
-    from registry.records import Event, Version
-    from registry.registry import Registry
+    from pruneguard.registry.records import Event, Version
+    from pruneguard.registry.registry import Registry
 
 __all__ = ["env_option", "models"]
 
@@ -58,7 +58,7 @@ class _Lazy:
 
     def get(self) -> Registry:
         if self._registry is None:
-            from registry.registry import open_registry
+            from pruneguard.registry.registry import open_registry
 
             self._registry = open_registry(self.db_url, home=self.home)
         return self._registry
@@ -422,7 +422,7 @@ def verify(target: str | None, as_json: bool) -> None:
 
 
 def _verify_one(reg: Registry, tag: str) -> dict[str, Any]:
-    from registry.errors import ArtifactCorrupt
+    from pruneguard.registry.errors import ArtifactCorrupt
 
     try:
         return reg.verify(tag)

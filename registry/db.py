@@ -26,8 +26,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
-from registry.errors import ConfigError, Unavailable
-from registry.settings import mask_url
+from pruneguard.registry.errors import ConfigError, Unavailable
+from pruneguard.registry.settings import mask_url
 
 __all__ = [
     "aliases",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from registry.records import Event
+from pruneguard.registry.records import Event
 
 __all__ = ["champion_stack", "lineage_entry", "previous_champion"]
 

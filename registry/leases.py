@@ -8,7 +8,7 @@ import time
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from registry import db
+from pruneguard.registry import db
 
 __all__ = ["release", "try_lock"]
 

@@ -14,12 +14,12 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from registry import db
-from registry import queries as q
-from registry.artifact import MODEL
-from registry.errors import ArtifactCorrupt, Conflict, NotFound
-from registry.records import Event, now_iso, unknown_tag
-from registry.store import ModelStore
+from pruneguard.registry import db
+from pruneguard.registry import queries as q
+from pruneguard.registry.artifact import MODEL
+from pruneguard.registry.errors import ArtifactCorrupt, Conflict, NotFound
+from pruneguard.registry.records import Event, now_iso, unknown_tag
+from pruneguard.registry.store import ModelStore
 
 __all__ = ["UNCHECKED", "Move", "apply_move", "first_moves", "mismatch"]
 

@@ -39,8 +39,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from registry.db import read_tx, write_tx
-from registry.errors import ConfigError, Unavailable
+from pruneguard.registry.db import read_tx, write_tx
+from pruneguard.registry.errors import ConfigError, Unavailable
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -9,9 +9,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from registry import db
-from registry.history import champion_stack
-from registry.records import ALIASES, Event, now_iso
+from pruneguard.registry import db
+from pruneguard.registry.history import champion_stack
+from pruneguard.registry.records import ALIASES, Event, now_iso
 
 __all__ = [
     "alias_map",

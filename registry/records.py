@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from registry.errors import ConfigError
+from pruneguard.registry.errors import ConfigError
 
 __all__ = [
     "ALIASES",

@@ -18,14 +18,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from registry import cleanup, db, leases
-from registry import queries as q
-from registry.artifact import MODEL, read_manifest
-from registry.artifact import verify as verify_artifact
-from registry.errors import ArtifactCorrupt, ConfigError, Conflict, NotFound
-from registry.history import lineage_entry, previous_champion
-from registry.moves import UNCHECKED, Move, apply_move, first_moves, mismatch
-from registry.records import (
+from pruneguard.registry import cleanup, db, leases
+from pruneguard.registry import queries as q
+from pruneguard.registry.artifact import MODEL, read_manifest
+from pruneguard.registry.artifact import verify as verify_artifact
+from pruneguard.registry.errors import ArtifactCorrupt, ConfigError, Conflict, NotFound
+from pruneguard.registry.history import lineage_entry, previous_champion
+from pruneguard.registry.moves import UNCHECKED, Move, apply_move, first_moves, mismatch
+from pruneguard.registry.records import (
     Event,
     Version,
     now_iso,
@@ -34,8 +34,8 @@ from registry.records import (
     validate_alias,
     validate_name,
 )
-from registry.settings import Settings, resolve_settings
-from registry.store import ModelStore
+from pruneguard.registry.settings import Settings, resolve_settings
+from pruneguard.registry.store import ModelStore
 
 __all__ = ["UNCHECKED", "Registry", "open_registry"]
 

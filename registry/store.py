@@ -21,9 +21,9 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from registry.artifact import FILES, MANIFEST
-from registry.errors import ArtifactError, NotFound
-from registry.settings import prepare_bentoml_env
+from pruneguard.registry.artifact import FILES, MANIFEST
+from pruneguard.registry.errors import ArtifactError, NotFound
+from pruneguard.registry.settings import prepare_bentoml_env
 
 if TYPE_CHECKING:
     from bentoml._internal.models import ModelStore as BentoStore

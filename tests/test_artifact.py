@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from registry.artifact import REQUIRED_KEYS, read_manifest, verify, write_artifact
-from registry.errors import ArtifactCorrupt, ArtifactError
+from pruneguard.registry.artifact import REQUIRED_KEYS, read_manifest, verify, write_artifact
+from pruneguard.registry.errors import ArtifactCorrupt, ArtifactError
 
 
 def test_factory_artifact_verifies_and_runs(artifact_factory) -> None:  # type: ignore[no-untyped-def]

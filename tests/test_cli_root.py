@@ -5,7 +5,7 @@ import sys
 
 from click.testing import CliRunner
 
-from pruneguard_cli import COMMANDS, main
+from pruneguard.cli import COMMANDS, main
 
 
 def test_help_lists_every_command() -> None:
@@ -17,7 +17,7 @@ def test_help_lists_every_command() -> None:
 
 def test_help_imports_no_heavy_module() -> None:
     code = (
-        "import sys\nfrom click.testing import CliRunner\nfrom pruneguard_cli import main\n"
+        "import sys\nfrom click.testing import CliRunner\nfrom pruneguard.cli import main\n"
         "r = CliRunner().invoke(main, ['--help'])\nassert r.exit_code == 0\n"
         "heavy = [m for m in ('torch', 'bentoml', 'evidently', 'onnxruntime') if m in sys.modules]\n"
         "print(','.join(heavy))\n"

@@ -1,4 +1,4 @@
-"""``python -m pruneguard_demo --quick``: the whole loop, run as a user runs it.
+"""``python -m pruneguard.demo --quick``: the whole loop, run as a user runs it.
 
 A real prune run, a real registry, a real ``pruneguard serve`` and a real ``pruneguard agent
 run`` process; the agent must roll the pruned champion back by itself, and the history must
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import pruneguard_demo as demo
+from pruneguard import demo
 
 PRUNEGUARD = str(Path(sys.executable).parent / "pruneguard")
 
@@ -26,7 +26,7 @@ def test_quick_demo_closes_the_loop(tmp_path: Path) -> None:
     home = tmp_path / "demo"
     env = {k: v for k, v in os.environ.items() if k not in ("PRUNEGUARD_DB_URL", "BENTOML_HOME")}
     done = subprocess.run(
-        [sys.executable, "-m", "pruneguard_demo", "--quick", "--home", str(home)],
+        [sys.executable, "-m", "pruneguard.demo", "--quick", "--home", str(home)],
         capture_output=True,
         text=True,
         env=env,

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pruning.models.digits_cnn import build_digits_cnn
-from pruning.models.digits_transformer import build_digits_transformer
-from pruning.models.resnet import build_resnet50
-from registry.errors import ConfigError
+from pruneguard.pruning.models.digits_cnn import build_digits_cnn
+from pruneguard.pruning.models.digits_transformer import build_digits_transformer
+from pruneguard.pruning.models.resnet import build_resnet50
+from pruneguard.registry.errors import ConfigError
 
 __all__ = ["BUILTIN_MODELS", "build_builtin"]
 

@@ -14,9 +14,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pruning.errors import WeightsError
-from pruning.recipe import ModelSpec
-from registry.errors import ConfigError
+from pruneguard.pruning.errors import WeightsError
+from pruneguard.pruning.recipe import ModelSpec
+from pruneguard.registry.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
@@ -36,7 +36,7 @@ CONVERT = (
 def load_model(spec: ModelSpec, *, seed: int = 0, search_path: Path | None = None) -> nn.Module:
     """The model ``spec`` describes, in eval mode. ``search_path``: extra folder for imports."""
     if spec.builtin is not None:
-        from pruning.models import build_builtin
+        from pruneguard.pruning.models import build_builtin
 
         model = build_builtin(spec.builtin, **_with_seed(spec.builtin, spec.options, seed))
     else:
@@ -48,7 +48,7 @@ def load_model(spec: ModelSpec, *, seed: int = 0, search_path: Path | None = Non
 
 
 def _with_seed(builtin: str, options: Mapping[str, Any], seed: int) -> dict[str, Any]:
-    from pruning.models import BUILTIN_MODELS
+    from pruneguard.pruning.models import BUILTIN_MODELS
 
     kwargs = dict(options)
     factory = BUILTIN_MODELS.get(builtin)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agent.drift import column_drift, holm
-from agent.features import extract
+from pruneguard.agent.drift import column_drift, holm
+from pruneguard.agent.features import extract
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def test_p_values_are_evidentlys(digits) -> None:
     """The tick's KS p-values equal those in Evidently's DataDriftPreset(num_method="ks")."""
     import pandas as pd
 
-    from agent.drift import evidently_drift_report
+    from pruneguard.agent.drift import evidently_drift_report
 
     images, _ = digits
     names, feats = extract(images[:600], (1, 8, 8))

@@ -19,7 +19,7 @@ from agent_env import MODEL, Env, make_env
 from prometheus_client.parser import text_string_to_metric_families
 from serving_support import Server, free_port, wait_for
 
-from registry.predictions import read_window
+from pruneguard.registry.predictions import read_window
 
 PRUNEGUARD = str(Path(sys.executable).parent / "pruneguard")
 REQUESTS = 240

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from agent_env import FAST, MODEL, Env, make_env, value, write_traffic
 
-from agent.analysis import Analysis
-from agent.loop import Agent, replace_config
-from agent.policy import Decision, Phase, PolicyState
+from pruneguard.agent.analysis import Analysis
+from pruneguard.agent.loop import Agent, replace_config
+from pruneguard.agent.policy import Decision, Phase, PolicyState
 
 
 @pytest.fixture

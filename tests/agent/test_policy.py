@@ -12,8 +12,8 @@ from agent_sim import Traffic, run_ticks
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.checks import CheckConfig, mcnemar_p_value
-from agent.policy import (
+from pruneguard.agent.checks import CheckConfig, mcnemar_p_value
+from pruneguard.agent.policy import (
     FAIL,
     INCONCLUSIVE,
     PASS,
@@ -30,7 +30,7 @@ from agent.policy import (
     request_rollback,
     verdict,
 )
-from registry.errors import ConfigError
+from pruneguard.registry.errors import ConfigError
 
 CONFIG = PolicyConfig(threshold=3, cooldown_s=300.0, flap_limit=2, flap_window_s=3600.0)
 CHECKS = CheckConfig(min_labelled_pairs=300, min_pairs=300)

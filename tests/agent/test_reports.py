@@ -17,11 +17,11 @@ import pytest
 from agent_env import FAST, MODEL, Env, make_env, value, write_traffic
 from click.testing import CliRunner
 
-from agent.cli import agent as agent_cli
-from agent.loop import Agent, replace_config
-from agent.report_worker import ReportWorker
-from agent.reports import HTML_NAME, JSON_NAME, STALE_TMP_S, latest_report, save_report
-from agent.server import AgentServer
+from pruneguard.agent.cli import agent as agent_cli
+from pruneguard.agent.loop import Agent, replace_config
+from pruneguard.agent.report_worker import ReportWorker
+from pruneguard.agent.reports import HTML_NAME, JSON_NAME, STALE_TMP_S, latest_report, save_report
+from pruneguard.agent.server import AgentServer
 
 WAIT = 120.0  # seconds a test waits for a report before failing instead of hanging
 

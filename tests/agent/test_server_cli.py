@@ -12,9 +12,9 @@ import pytest
 from agent_env import FAST, MODEL, Env, make_env, value, write_traffic
 from click.testing import CliRunner
 
-from agent.cli import agent as agent_cli
-from agent.loop import Agent
-from agent.server import AgentServer
+from pruneguard.agent.cli import agent as agent_cli
+from pruneguard.agent.loop import Agent
+from pruneguard.agent.server import AgentServer
 
 TOKEN = "t0ken-for-tests"
 

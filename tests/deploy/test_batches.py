@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import queue
 
-from deploy.batches import take_batch
+from pruneguard.deploy.batches import take_batch
 
 STOP = object()
 

@@ -16,8 +16,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from deploy.boundary import ClientErrorLogFilter, JsonOnly, is_json_media_type
-from deploy.launch import PREFIX, private_metrics_dir, remove_stale
+from pruneguard.deploy.boundary import ClientErrorLogFilter, JsonOnly, is_json_media_type
+from pruneguard.deploy.launch import PREFIX, private_metrics_dir, remove_stale
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from deploy.cli import LAUNCHER, SERVICE, build_command, serve
-from deploy.config import ENV, ServeConfig
-from registry.errors import ConfigError
+from pruneguard.deploy.cli import LAUNCHER, SERVICE, build_command, serve
+from pruneguard.deploy.config import ENV, ServeConfig
+from pruneguard.registry.errors import ConfigError
 
 
 def test_env_round_trip() -> None:
@@ -71,7 +71,7 @@ def test_environment_only_knobs_reach_the_workers(
 ) -> None:
     """`pruneguard serve` must pass PRUNEGUARD_SHADOW_QUEUE & co. on, not reset them."""
     started: dict[str, dict[str, str]] = {}
-    monkeypatch.setattr("deploy.cli._check_model", lambda config: None)
+    monkeypatch.setattr("pruneguard.deploy.cli._check_model", lambda config: None)
     monkeypatch.setattr("os.execve", lambda path, argv, env: started.setdefault("env", env))
     monkeypatch.setenv(ENV["shadow_queue"], "7")
     monkeypatch.setenv(ENV["shadow_nice"], "19")

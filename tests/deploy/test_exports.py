@@ -7,20 +7,20 @@ import importlib
 import pytest
 
 MODULES = [
-    "deploy.config",
-    "deploy.validation",
-    "deploy.model",
-    "deploy.swap",
-    "deploy.shadow",
-    "deploy.logwriter",
-    "deploy.metrics",
-    "deploy.runtime",
-    "deploy.admin",
-    "deploy.service",
-    "deploy.boundary",
-    "deploy.launch",
-    "deploy.cli",
-    "registry.predictions",
+    "pruneguard.deploy.config",
+    "pruneguard.deploy.validation",
+    "pruneguard.deploy.model",
+    "pruneguard.deploy.swap",
+    "pruneguard.deploy.shadow",
+    "pruneguard.deploy.logwriter",
+    "pruneguard.deploy.metrics",
+    "pruneguard.deploy.runtime",
+    "pruneguard.deploy.admin",
+    "pruneguard.deploy.service",
+    "pruneguard.deploy.boundary",
+    "pruneguard.deploy.launch",
+    "pruneguard.deploy.cli",
+    "pruneguard.registry.predictions",
 ]
 
 
@@ -35,7 +35,7 @@ def test_all_names_exist(name: str) -> None:
 def test_metric_names_match_the_defined_families() -> None:
     from prometheus_client import CollectorRegistry
 
-    from deploy.metrics import METRIC_NAMES, ServingMetrics
+    from pruneguard.deploy.metrics import METRIC_NAMES, ServingMetrics
 
     registry = CollectorRegistry()
     ServingMetrics(registry)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from deploy.config import ENV
+from pruneguard.deploy.config import ENV
 
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 

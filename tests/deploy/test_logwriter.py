@@ -9,10 +9,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from deploy.logwriter import LogWriter
-from deploy.metrics import ServingMetrics
-from registry.db import connect
-from registry.predictions import PredictionLog, read_window
+from pruneguard.deploy.logwriter import LogWriter
+from pruneguard.deploy.metrics import ServingMetrics
+from pruneguard.registry.db import connect
+from pruneguard.registry.predictions import PredictionLog, read_window
 
 
 def _rows(n: int, start: int = 0) -> list[dict[str, Any]]:

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from deploy.model import LoadedModel, softmax
-from deploy.validation import InputSpec, ValidationError
-from registry.errors import ArtifactError
+from pruneguard.deploy.model import LoadedModel, softmax
+from pruneguard.deploy.validation import InputSpec, ValidationError
+from pruneguard.registry.errors import ArtifactError
 
 
 def test_load_predicts_probabilities(artifact_factory: Any) -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import Engine
 
-from registry.db import connect
-from registry.errors import ConfigError, Unavailable
-from registry.predictions import PredictionLog, read_window
+from pruneguard.registry.db import connect
+from pruneguard.registry.errors import ConfigError, Unavailable
+from pruneguard.registry.predictions import PredictionLog, read_window
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -7,12 +7,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 from serving_support import MODEL, ROW, Models, wait_for
 
-from deploy.admin import AdminAPI, AdminDenied, AdminDisabled
-from deploy.config import ServeConfig
-from deploy.metrics import ServingMetrics
-from deploy.runtime import NotReady, Replica
-from deploy.validation import ValidationError
-from registry.predictions import PredictionLog, read_window
+from pruneguard.deploy.admin import AdminAPI, AdminDenied, AdminDisabled
+from pruneguard.deploy.config import ServeConfig
+from pruneguard.deploy.metrics import ServingMetrics
+from pruneguard.deploy.runtime import NotReady, Replica
+from pruneguard.deploy.validation import ValidationError
+from pruneguard.registry.predictions import PredictionLog, read_window
 
 
 def _replica(models: Models, reg: CollectorRegistry, **overrides: object) -> Replica:

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from serving_support import MODEL, ROW, Models, Server, make_models, wait_for
 
-from deploy.metrics import METRIC_NAMES
-from registry.predictions import feedback as feedback_table
-from registry.predictions import read_window
+from pruneguard.deploy.metrics import METRIC_NAMES
+from pruneguard.registry.predictions import feedback as feedback_table
+from pruneguard.registry.predictions import read_window
 
 ADMIN_TOKEN = "s3cret-test-token"
 

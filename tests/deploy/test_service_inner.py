@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 def service(models: Models, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.setenv("PRUNEGUARD_SERVE_MODEL", MODEL)
     monkeypatch.setenv("PRUNEGUARD_HOME", str(models.home))
-    from deploy.service import PruneguardService
+    from pruneguard.deploy.service import PruneguardService
 
     instance = cast("bentoml.Service[PruneguardService]", PruneguardService).inner()
     yield instance

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from deploy.metrics import ServingMetrics
-from deploy.model import LoadedModel, Prediction
-from deploy.shadow import ShadowJob, ShadowRunner, compare
+from pruneguard.deploy.metrics import ServingMetrics
+from pruneguard.deploy.model import LoadedModel, Prediction
+from pruneguard.deploy.shadow import ShadowJob, ShadowRunner, compare
 
 
 def _pred(probs: list[list[float]], latency: float = 0.001) -> Prediction:

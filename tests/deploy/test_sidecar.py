@@ -18,18 +18,18 @@ import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 from serving_support import MODEL, Models, wait_for
 
-from deploy.config import ServeConfig
-from deploy.metrics import ServingMetrics
-from deploy.model import LoadedModel, Prediction
-from deploy.shadow import ShadowJob
-from deploy.sidecar import (
+from pruneguard.deploy.config import ServeConfig
+from pruneguard.deploy.metrics import ServingMetrics
+from pruneguard.deploy.model import LoadedModel, Prediction
+from pruneguard.deploy.shadow import ShadowJob
+from pruneguard.deploy.sidecar import (
     Sidecar,
     decode_frame,
     decode_jobs,
     encode_jobs,
     read_frames,
 )
-from registry.predictions import create_tables, predictions
+from pruneguard.registry.predictions import create_tables, predictions
 
 
 def _fake_shadow(path: Path) -> LoadedModel:

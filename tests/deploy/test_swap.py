@@ -9,9 +9,9 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 from serving_support import MODEL, Models
 
-from deploy.metrics import ServingMetrics
-from deploy.model import LoadedModel
-from deploy.swap import ModelSwapper
+from pruneguard.deploy.metrics import ServingMetrics
+from pruneguard.deploy.model import LoadedModel
+from pruneguard.deploy.swap import ModelSwapper
 
 
 def _swapper(models: Models, reg: CollectorRegistry) -> ModelSwapper:

@@ -7,8 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from deploy.validation import InputSpec, ValidationError, validate_feedback, validate_inputs
-from registry.errors import ConfigError
+from pruneguard.deploy.validation import (
+    InputSpec,
+    ValidationError,
+    validate_feedback,
+    validate_inputs,
+)
+from pruneguard.registry.errors import ConfigError
 
 SPEC = InputSpec(name="input", dtype="float32", shape=("batch", 1, 8, 8))
 ROW = [[[0.5] * 8 for _ in range(8)]]

@@ -122,7 +122,7 @@ def _test_config(dest: Path, targets: dict[str, str]) -> None:
 def _agent_exporter(model: str) -> tuple[Any, Any, str]:
     from prometheus_client import start_http_server
 
-    from agent.metrics import AgentMetrics
+    from pruneguard.agent.metrics import AgentMetrics
 
     metrics = AgentMetrics()
     metrics.declare(model)
@@ -299,7 +299,7 @@ def test_service_metrics_lint_clean(stack: Stack, promtool_bin: str) -> None:
 
 
 def test_agent_metrics_lint_clean(stack: Stack, promtool_bin: str) -> None:
-    from agent.metrics import METRIC_NAMES
+    from pruneguard.agent.metrics import METRIC_NAMES
 
     text = httpx.get(f"{stack.real_agent_url}/metrics", timeout=10).content
     for name in METRIC_NAMES:

@@ -81,7 +81,7 @@ def test_weakened_rule_fails_its_unit_test(
 
 
 def _serving_exposition() -> bytes:
-    from deploy.metrics import ServingMetrics
+    from pruneguard.deploy.metrics import ServingMetrics
 
     registry = CollectorRegistry()
     m = ServingMetrics(registry)
@@ -97,7 +97,7 @@ def _serving_exposition() -> bytes:
 
 
 def _agent_exposition() -> bytes:
-    from agent.metrics import AgentMetrics
+    from pruneguard.agent.metrics import AgentMetrics
 
     m = AgentMetrics(CollectorRegistry())
     m.declare("digits")

@@ -378,7 +378,7 @@ def _cli_context(argv: list[str]) -> Any:
     """Parse a `pruneguard ...` command line with the real click commands (nothing runs)."""
     import click
 
-    from pruneguard_cli import main
+    from pruneguard.cli import main
 
     assert argv[0] == "pruneguard"
     command: click.Command = main

@@ -7,9 +7,9 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from pruning.advice import advise, removed_fraction
-from pruning.cli import prune
-from pruning.recipe import Target
+from pruneguard.pruning.advice import advise, removed_fraction
+from pruneguard.pruning.cli import prune
+from pruneguard.pruning.recipe import Target
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from pruning.attention import PrunableEncoderLayer, PrunableSelfAttention, convert_attention
-from pruning.heads import find_heads, gate_heads, remove_heads
-from registry.errors import ConfigError
+from pruneguard.pruning.attention import (
+    PrunableEncoderLayer,
+    PrunableSelfAttention,
+    convert_attention,
+)
+from pruneguard.pruning.heads import find_heads, gate_heads, remove_heads
+from pruneguard.registry.errors import ConfigError
 
 
 def _encoder(*, batch_first: bool, norm_first: bool, layers: int = 2) -> nn.TransformerEncoder:

@@ -10,11 +10,11 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from pruning.benchmark import bench_onnx_pair, random_feed
-from pruning.export import export_onnx
-from pruning.latency import make_session
-from pruning.models import build_builtin
-from registry.errors import ConfigError
+from pruneguard.pruning.benchmark import bench_onnx_pair, random_feed
+from pruneguard.pruning.export import export_onnx
+from pruneguard.pruning.latency import make_session
+from pruneguard.pruning.models import build_builtin
+from pruneguard.registry.errors import ConfigError
 
 
 @pytest.fixture(scope="module")

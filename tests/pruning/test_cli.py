@@ -12,7 +12,7 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import save_file
 
-from pruning.cli import bench, prune
+from pruneguard.pruning.cli import bench, prune
 
 TINYNET = """
 from torch import nn

@@ -9,10 +9,10 @@ import onnx
 import pytest
 import torch
 
-from pruning.export import export_onnx, parity
-from pruning.latency import make_session
-from pruning.models import build_builtin
-from pruning.unstructured import apply_masks, compute_masks
+from pruneguard.pruning.export import export_onnx, parity
+from pruneguard.pruning.latency import make_session
+from pruneguard.pruning.models import build_builtin
+from pruneguard.pruning.unstructured import apply_masks, compute_masks
 
 
 @pytest.fixture(scope="module")

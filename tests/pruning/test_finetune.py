@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from torch.utils.data import DataLoader, TensorDataset
 
-from pruning.finetune import accuracy, distillation_loss, predict, train
-from pruning.models import build_builtin
-from pruning.structured import ChannelPruner
+from pruneguard.pruning.finetune import accuracy, distillation_loss, predict, train
+from pruneguard.pruning.models import build_builtin
+from pruneguard.pruning.structured import ChannelPruner
 
 
 @pytest.fixture(scope="module", autouse=True)

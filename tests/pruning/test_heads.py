@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pruning.export import export_onnx, parity
-from pruning.heads import (
+from pruneguard.pruning.export import export_onnx, parity
+from pruneguard.pruning.heads import (
     HeadPruner,
     HeadsExhausted,
     NoAttention,
@@ -20,10 +20,10 @@ from pruning.heads import (
     removal_counts,
     score_heads,
 )
-from pruning.layers import LayerPruner
-from pruning.models import build_builtin
-from pruning.models.digits_transformer import DigitsTransformer
-from registry.errors import ConfigError
+from pruneguard.pruning.layers import LayerPruner
+from pruneguard.pruning.models import build_builtin
+from pruneguard.pruning.models.digits_transformer import DigitsTransformer
+from pruneguard.registry.errors import ConfigError
 
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
 

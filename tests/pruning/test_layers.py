@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pruning.attention import convert_attention
-from pruning.layers import (
+from pruneguard.pruning.attention import convert_attention
+from pruneguard.pruning.layers import (
     LayerCountError,
     LayerPruner,
     drop_layers,
@@ -18,8 +18,8 @@ from pruning.layers import (
     plan_layers,
     score_layers,
 )
-from pruning.models.digits_transformer import DigitsTransformer, build_digits_transformer
-from registry.errors import ConfigError
+from pruneguard.pruning.models.digits_transformer import DigitsTransformer, build_digits_transformer
+from pruneguard.registry.errors import ConfigError
 
 
 @pytest.fixture(scope="module")

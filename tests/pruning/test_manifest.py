@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from pruning.manifest import (
+from pruneguard.pruning.manifest import (
     build_manifest,
     dense_manifest,
     io_spec,
@@ -18,9 +18,9 @@ from pruning.manifest import (
     pruned_manifest,
     reference_frame,
 )
-from pruning.pipeline import Evaluation, OnnxMeasure, Prepared
-from pruning.recipe import parse_recipe
-from registry.artifact import REQUIRED_KEYS, REQUIRED_METRICS, SCHEMA
+from pruneguard.pruning.pipeline import Evaluation, OnnxMeasure, Prepared
+from pruneguard.pruning.recipe import parse_recipe
+from pruneguard.registry.artifact import REQUIRED_KEYS, REQUIRED_METRICS, SCHEMA
 
 GOLDEN = json.loads((Path(__file__).parent / "golden_manifest_keys.json").read_text())
 LAT = {

@@ -9,13 +9,19 @@ import numpy as np
 import pytest
 import torch
 
-from pruning import embedding
-from pruning.heads import find_heads, gate_heads, remove_heads
-from pruning.latency import make_session
-from pruning.layers import drop_layers
-from pruning.recipe import parse_recipe
-from pruning.text import SentenceEncoder, load_minilm, load_paraphrases, load_sentences, tokenize
-from registry.artifact import verify
+from pruneguard.pruning import embedding
+from pruneguard.pruning.heads import find_heads, gate_heads, remove_heads
+from pruneguard.pruning.latency import make_session
+from pruneguard.pruning.layers import drop_layers
+from pruneguard.pruning.recipe import parse_recipe
+from pruneguard.pruning.text import (
+    SentenceEncoder,
+    load_minilm,
+    load_paraphrases,
+    load_sentences,
+    tokenize,
+)
+from pruneguard.registry.artifact import verify
 
 SENTENCES = ["A quick test.", "The cat sat on the warm mat by the door.", "Hi", "Prune me gently."]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pruning.models import BUILTIN_MODELS, build_builtin
-from pruning.models.zoo import ZOO, ZOO_INPUT_SHAPE, build_zoo
-from registry.errors import ConfigError
+from pruneguard.pruning.models import BUILTIN_MODELS, build_builtin
+from pruneguard.pruning.models.zoo import ZOO, ZOO_INPUT_SHAPE, build_zoo
+from pruneguard.registry.errors import ConfigError
 
 
 def test_builtin_names_include_the_engine_models() -> None:

@@ -15,12 +15,12 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import save_file
 
-from pruning.cli import prune
-from pruning.latency import make_session
-from pruning.models.load import load_model
-from pruning.pipeline import run
-from pruning.recipe import ModelSpec, load_recipe
-from registry.artifact import sha256_file, verify
+from pruneguard.pruning.cli import prune
+from pruneguard.pruning.latency import make_session
+from pruneguard.pruning.models.load import load_model
+from pruneguard.pruning.pipeline import run
+from pruneguard.pruning.recipe import ModelSpec, load_recipe
+from pruneguard.registry.artifact import sha256_file, verify
 
 GOLDEN = json.loads((Path(__file__).parent / "golden_manifest_keys.json").read_text())
 
@@ -170,8 +170,8 @@ def test_factory_model_loads_safetensors_and_weights_only_pt(
 def test_register_puts_both_versions_in_the_registry(
     digits_run: dict[str, Any], pruneguard_home: Path
 ) -> None:
-    from pruning.cli import _register
-    from registry import open_registry
+    from pruneguard.pruning.cli import _register
+    from pruneguard.registry import open_registry
 
     _register(digits_run["out"])
     registry = open_registry()
@@ -186,8 +186,8 @@ def test_register_puts_both_versions_in_the_registry(
 
 
 def test_builtin_data_loaders() -> None:
-    from pruning.data import load_data
-    from pruning.recipe import DataSpec
+    from pruneguard.pruning.data import load_data
+    from pruneguard.pruning.recipe import DataSpec
 
     digits = load_data(DataSpec(builtin="digits"), seed=0)
     x, y = next(iter(digits["val"]))
@@ -205,9 +205,9 @@ def test_builtin_data_loaders() -> None:
 def test_data_factory_must_return_train_and_val(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pruning.data import load_data
-    from pruning.recipe import DataSpec
-    from registry.errors import ConfigError
+    from pruneguard.pruning.data import load_data
+    from pruneguard.pruning.recipe import DataSpec
+    from pruneguard.registry.errors import ConfigError
 
     (tmp_path / "mydata.py").write_text(
         "import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\n"

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from pruning.recipe import Target, builtin_recipes, load_recipe, parse_recipe
-from registry.errors import ConfigError
+from pruneguard.pruning.recipe import Target, builtin_recipes, load_recipe, parse_recipe
+from pruneguard.registry.errors import ConfigError
 
 GOOD: dict[str, Any] = {
     "name": "digits-cnn",

@@ -9,19 +9,19 @@ import pytest
 import torch
 from torch import nn
 
-from pruning.errors import TargetUnreachable
-from pruning.export import export_onnx, parity
-from pruning.importance import CRITERIA
-from pruning.measure import count_macs, count_params
-from pruning.models import build_builtin
-from pruning.models.zoo import ZOO, ZOO_INPUT_SHAPE, build_zoo
-from pruning.structured import (
+from pruneguard.pruning.errors import TargetUnreachable
+from pruneguard.pruning.export import export_onnx, parity
+from pruneguard.pruning.importance import CRITERIA
+from pruneguard.pruning.measure import count_macs, count_params
+from pruneguard.pruning.models import build_builtin
+from pruneguard.pruning.models.zoo import ZOO, ZOO_INPUT_SHAPE, build_zoo
+from pruneguard.pruning.structured import (
     ChannelPruner,
     find_classifier,
     ratio_for_mac_reduction,
     recalibrate_batchnorm,
 )
-from registry.errors import ConfigError, Conflict
+from pruneguard.registry.errors import ConfigError, Conflict
 
 DIGITS_SHAPE = (1, 8, 8)
 
@@ -266,9 +266,9 @@ def test_recalibrate_batchnorm_without_batches_changes_nothing() -> None:
 def trained_digits() -> tuple[nn.Module, list[tuple[torch.Tensor, torch.Tensor]], tuple]:
     from torch.utils.data import DataLoader
 
-    from pruning.data import load_data
-    from pruning.finetune import train
-    from pruning.recipe import load_recipe
+    from pruneguard.pruning.data import load_data
+    from pruneguard.pruning.finetune import train
+    from pruneguard.pruning.recipe import load_recipe
 
     data = load_data(load_recipe("digits-cnn").data, seed=0)
     model = build_builtin("digits-cnn")

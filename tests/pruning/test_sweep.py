@@ -10,10 +10,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from pruning.cli import prune
-from pruning.recipe import parse_recipe
-from pruning.sweep import variants
-from registry.errors import ConfigError
+from pruneguard.pruning.cli import prune
+from pruneguard.pruning.recipe import parse_recipe
+from pruneguard.pruning.sweep import variants
+from pruneguard.registry.errors import ConfigError
 
 TINY = """
 name: digits-sweep

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from pruning.finetune import train
-from pruning.models import build_builtin
-from pruning.unstructured import (
+from pruneguard.pruning.finetune import train
+from pruneguard.pruning.models import build_builtin
+from pruneguard.pruning.unstructured import (
     MaskPruner,
     apply_masks,
     compute_masks,
@@ -16,7 +16,7 @@ from pruning.unstructured import (
     remove_masks,
     sparsity_report,
 )
-from registry.errors import ConfigError, Conflict
+from pruneguard.registry.errors import ConfigError, Conflict
 
 
 def _mlp(strong_middle: bool = False) -> nn.Sequential:

@@ -34,7 +34,7 @@ def db_url(request: pytest.FixtureRequest, pruneguard_home: Path) -> Iterator[st
 
 @pytest.fixture
 def registry(db_url: str, pruneguard_home: Path) -> Iterator[Any]:
-    from registry import open_registry
+    from pruneguard.registry import open_registry
 
     reg = open_registry(db_url, home=pruneguard_home)
     yield reg
@@ -65,7 +65,7 @@ def make_variant(
 ) -> Path:
     from artifact_factory import make_onnx
 
-    from registry.artifact import sha256_file
+    from pruneguard.registry.artifact import sha256_file
 
     dest = root / f"{name}-{kind}-{seed}"
     if dest.exists():

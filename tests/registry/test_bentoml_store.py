@@ -10,7 +10,7 @@ from pathlib import Path
 
 
 def test_bentoml_models_list_shows_a_registered_version(pruneguard_home, artifact_factory) -> None:
-    from registry import open_registry
+    from pruneguard.registry import open_registry
 
     with open_registry(home=pruneguard_home) as reg:
         dense, pruned = reg.register_run(

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from pruneguard_cli import main
+from pruneguard.cli import main
 
 MODEL = "digits"
 
@@ -79,7 +79,7 @@ def test_corrupted_version_is_refused_by_verify_and_rollback_to(
     assert len(rollback.output.strip().splitlines()) == 1
     assert state(registry) == before
 
-    from registry import ArtifactCorrupt
+    from pruneguard.registry import ArtifactCorrupt
 
     with pytest.raises(ArtifactCorrupt) as info:
         registry.path(dense)
@@ -146,7 +146,7 @@ def test_unreachable_database_is_one_line(pruneguard_home) -> None:
 
 
 def test_every_command_has_help_with_an_example() -> None:
-    from registry.cli import models
+    from pruneguard.registry.cli import models
 
     for name, command in models.commands.items():
         text = CliRunner().invoke(main, ["models", name, "--help"]).output
@@ -156,7 +156,7 @@ def test_every_command_has_help_with_an_example() -> None:
 
 def test_models_help_imports_nothing_heavy() -> None:
     code = (
-        "import sys; from click.testing import CliRunner; from pruneguard_cli import main; "
+        "import sys; from click.testing import CliRunner; from pruneguard.cli import main; "
         "r = CliRunner().invoke(main, ['models', 'list', '--help']); assert r.exit_code == 0; "
         "print([m for m in ('bentoml', 'torch', 'pandas', 'onnxruntime') if m in sys.modules])"
     )

@@ -31,7 +31,7 @@ def _assert_consistent(reg, db_url: str) -> None:
             for name in manifest["files"]:
                 assert (entry / name).is_file(), entry / name
     # The CLI shows the same, and every version it lists verifies.
-    from registry.cli import models
+    from pruneguard.registry.cli import models
 
     runner = CliRunner()
     listed = runner.invoke(models, ["--db-url", db_url, "list", "--json"])
@@ -45,7 +45,7 @@ def _assert_consistent(reg, db_url: str) -> None:
 def test_sigkill_during_registration_leaves_no_partial_version(pruneguard_home, variant) -> None:
     # Crash safety rests on the order "store rename, then database commit", the same for
     # every database, so this runs on the default SQLite registry only.
-    from registry import open_registry
+    from pruneguard.registry import open_registry
 
     registry = open_registry(home=pruneguard_home)
     db_url = registry.url

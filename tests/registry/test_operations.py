@@ -10,7 +10,14 @@ from typing import Any
 
 import pytest
 
-from registry import ArtifactCorrupt, ArtifactError, ConfigError, Conflict, NotFound, Unavailable
+from pruneguard.registry import (
+    ArtifactCorrupt,
+    ArtifactError,
+    ConfigError,
+    Conflict,
+    NotFound,
+    Unavailable,
+)
 
 MODEL = "digits"
 
@@ -193,7 +200,7 @@ def test_export_then_import_on_another_machine(
     _, pruned = registry.register_run(base_artifacts["dense"], base_artifacts["pruned"], actor="t")
     archive = registry.export(pruned.tag, tmp_path / "out")
     assert archive.is_file()
-    from registry import open_registry
+    from pruneguard.registry import open_registry
 
     other_home = tmp_path / "machine-b"
     monkeypatch.setenv("BENTOML_HOME", str(other_home / "bentoml"))
@@ -312,7 +319,7 @@ def test_a_corrupted_artifact_is_refused_and_changes_nothing(
     ],
 )
 def test_unreachable_database_names_the_url_without_password(url, pruneguard_home) -> None:
-    from registry import open_registry
+    from pruneguard.registry import open_registry
 
     with pytest.raises(Unavailable) as info:
         open_registry(url, home=pruneguard_home)
@@ -322,7 +329,7 @@ def test_unreachable_database_names_the_url_without_password(url, pruneguard_hom
 
 
 def test_malformed_database_url_is_a_config_error(pruneguard_home) -> None:
-    from registry import open_registry
+    from pruneguard.registry import open_registry
 
     with pytest.raises(ConfigError, match="not a valid SQLAlchemy URL"):
         open_registry("not a url", home=pruneguard_home)
@@ -366,7 +373,7 @@ def test_import_refuses_an_archive_whose_tag_does_not_match_its_files(
 ) -> None:
     import bentoml
 
-    from registry.store import ModelStore
+    from pruneguard.registry.store import ModelStore
 
     version = registry.register(base_artifacts["dense"], actor="t")
     registry.set_alias(MODEL, "baseline", version.tag, actor="t")

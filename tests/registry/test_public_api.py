@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 
-import registry
+from pruneguard import registry
 
 
 def test_exports_match_the_contract() -> None:

@@ -22,7 +22,7 @@ def _wait(go_file: str) -> None:
 
 
 def moves(url: str, home: str, name: str, count: str, go_file: str, *tags: str) -> None:
-    from registry import Conflict, open_registry
+    from pruneguard.registry import Conflict, open_registry
 
     reg = open_registry(url, home=Path(home))
     done = conflicts = 0
@@ -40,7 +40,7 @@ def moves(url: str, home: str, name: str, count: str, go_file: str, *tags: str) 
 
 
 def rollback(url: str, home: str, name: str, go_file: str) -> None:
-    from registry import Conflict, open_registry
+    from pruneguard.registry import Conflict, open_registry
 
     reg = open_registry(url, home=Path(home))
     reg.get(reg.resolve(name, "champion"))  # warm up: imports and connections before the race
@@ -63,7 +63,7 @@ def forkserver(url: str, home: str, *artifacts: str) -> None:
     import bentoml._internal.models
     import bentoml.models  # noqa: F401
 
-    from registry import open_registry
+    from pruneguard.registry import open_registry
 
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:

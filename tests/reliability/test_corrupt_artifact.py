@@ -26,8 +26,8 @@ from click.testing import CliRunner
 from reliability_support import MODEL, metric, predict_version, registry_state
 from serving_support import Server, make_models, wait_for
 
-from registry import db
-from registry.artifact import sha256_file
+from pruneguard.registry import db
+from pruneguard.registry.artifact import sha256_file
 
 
 class VersionLog:
@@ -73,7 +73,7 @@ def _broken_before_push(artifact: Path) -> Path:
 
 
 def _promote_cli(home: Path, tag: str) -> Any:
-    from registry.cli import models
+    from pruneguard.registry.cli import models
 
     return CliRunner().invoke(models, ["promote", tag, "--home", str(home), "--actor", "ci:push"])
 

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from reliability_support import MODEL, kill_tree, predict_version, registry_state
 from serving_support import Server, make_models, wait_for
 
-from registry.predictions import feedback, read_window
+from pruneguard.registry.predictions import feedback, read_window
 
 
 class Traffic:

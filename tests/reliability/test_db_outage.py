@@ -37,7 +37,7 @@ from reliability_support import (
 )
 from serving_support import Server, wait_for
 
-from registry.predictions import read_window
+from pruneguard.registry.predictions import read_window
 
 REQUESTS = 160
 OUTAGE_TICKS = 5  # > 2 x the threshold: a streak counting outages would have rolled back

@@ -30,13 +30,13 @@ from reliability_support import (
 )
 from serving_support import Server, wait_for
 
-from registry.predictions import read_window
+from pruneguard.registry.predictions import read_window
 
 REQUESTS = 240
 
 
 def _history_json(url: str) -> list[dict[str, Any]]:
-    from registry.cli import models
+    from pruneguard.registry.cli import models
 
     result = CliRunner().invoke(models, ["--db-url", url, "history", "--all", "--json"])
     assert result.exit_code == 0, result.output
@@ -47,7 +47,7 @@ def _lease_owner(registry: Any) -> str | None:
     """Who holds the model's agent lease (``Registry.try_lock``'s row)."""
     import sqlalchemy as sa
 
-    from registry import db
+    from pruneguard.registry import db
 
     query = sa.select(db.locks.c.owner).where(db.locks.c.key == f"agent:{MODEL}")
     with registry.engine.connect() as conn:

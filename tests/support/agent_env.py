@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.loop import Agent, AgentConfig, replace_config
+from pruneguard.agent.loop import Agent, AgentConfig, replace_config
 
 MODEL = "digits"
 
@@ -38,7 +38,7 @@ class Env:
 
 
 def make_env(home: Path, artifact_factory: Any, db_url: str | None = None) -> Env:
-    from registry import open_registry
+    from pruneguard.registry import open_registry
 
     registry = open_registry(db_url, home=home)
     dense = registry.register(artifact_factory(name=MODEL, kind="dense", seed=2), actor="test").tag
@@ -64,7 +64,7 @@ def write_traffic(
     plus ``shift``."""
     from sqlalchemy import insert
 
-    from registry.predictions import PredictionLog, feedback
+    from pruneguard.registry.predictions import PredictionLog, feedback
 
     features = (rng.uniform(0, 16, size=(n, 64)) + shift).astype(np.float32)
     ts = time.time() if ts is None else ts

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agent.checks import CheckConfig, accuracy_gap_check, agreement_check
-from agent.policy import (
+from pruneguard.agent.checks import CheckConfig, accuracy_gap_check, agreement_check
+from pruneguard.agent.policy import (
     CheckResult,
     Decision,
     PolicyConfig,

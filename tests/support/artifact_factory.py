@@ -93,7 +93,7 @@ def make_artifact(
     """Write a valid artifact directory at ``dest`` and return it."""
     import pandas as pd
 
-    from registry.artifact import write_artifact
+    from pruneguard.registry.artifact import write_artifact
 
     def write_files(tmp: Path) -> None:
         make_onnx(tmp / "model.onnx", seed=seed, input_shape=input_shape, n_classes=n_classes)

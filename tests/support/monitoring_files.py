@@ -102,7 +102,7 @@ def load_yaml(path: Path) -> Any:
 def defined_metrics() -> set[str]:
     """Every metric family name the code exposes: deploy.metrics + agent.metrics + BentoML."""
     names = set(BENTOML_METRICS)
-    for module in ("deploy.metrics", "agent.metrics"):
+    for module in ("pruneguard.deploy.metrics", "pruneguard.agent.metrics"):
         names.update(importlib.import_module(module).METRIC_NAMES)
     return names
 

@@ -40,7 +40,7 @@ def make_models(home: Path, artifacts: Path, *, db_url: str | None = None) -> Mo
     """Register a pruned champion (seed 1) and a dense shadow (seed 2) in a fresh registry."""
     from artifact_factory import make_artifact
 
-    from registry import open_registry
+    from pruneguard.registry import open_registry
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("BENTOML_HOME", str(home / "bentoml"))

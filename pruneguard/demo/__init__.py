@@ -1,4 +1,4 @@
-"""``python -m pruneguard_demo`` (``make demo``): the whole pruneguard loop on one machine.
+"""``python -m pruneguard.demo`` (``make demo``): the whole pruneguard loop on one machine.
 
 1. train the digits CNN and prune it (the built-in ``digits-cnn`` recipe) into HOME/artifacts;
 2. register dense and pruned: dense served first, then the pruned model is promoted to
@@ -18,8 +18,8 @@ did not roll back within the bounded wait. Everything runs on embedded defaults:
 the BentoML store under HOME (default ``./.pruneguard/demo``, wiped at start).
 """
 
-from pruneguard_demo.config import DemoConfig, DemoError, Timeline, prepare_home
-from pruneguard_demo.shifts import (
+from pruneguard.demo.config import DemoConfig, DemoError, Timeline, prepare_home
+from pruneguard.demo.shifts import (
     SHIFTS,
     Detectable,
     Shift,
@@ -28,7 +28,7 @@ from pruneguard_demo.shifts import (
     choose_shift,
     measure_shifts,
 )
-from pruneguard_demo.story import main
+from pruneguard.demo.story import main
 
 __all__ = [
     "SHIFTS",

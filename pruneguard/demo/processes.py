@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from pruneguard_demo.config import (
+from pruneguard.demo.config import (
     DemoConfig,
     DemoError,
 )
@@ -36,7 +36,7 @@ def pruneguard_argv() -> list[str]:
     script = Path(sys.executable).parent / "pruneguard"
     if script.is_file():
         return [str(script)]
-    return [sys.executable, "-c", "import sys, pruneguard_cli; sys.exit(pruneguard_cli.main())"]
+    return [sys.executable, "-c", "import sys; from pruneguard.cli import main; sys.exit(main())"]
 
 
 class Process:

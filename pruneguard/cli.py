@@ -15,13 +15,16 @@ __all__ = ["main"]
 # command name -> "module:attribute" of a click command or group
 COMMANDS: dict[str, tuple[str, str]] = {
     "prune": (
-        "pruning.cli:prune",
+        "pruneguard.pruning.cli:prune",
         "Prune a model from a recipe into dense/ and pruned/ artifacts.",
     ),
-    "bench": ("pruning.cli:bench", "Compare ONNX Runtime latency of two ONNX files."),
-    "models": ("registry.cli:models", "Registered versions: list, promote, rollback, history."),
-    "serve": ("deploy.cli:serve", "Serve a model's champion with its shadow (BentoML)."),
-    "agent": ("agent.cli:agent", "Watch traffic, report drift and accuracy, roll back."),
+    "bench": ("pruneguard.pruning.cli:bench", "Compare ONNX Runtime latency of two ONNX files."),
+    "models": (
+        "pruneguard.registry.cli:models",
+        "Registered versions: list, promote, rollback, history.",
+    ),
+    "serve": ("pruneguard.deploy.cli:serve", "Serve a model's champion with its shadow (BentoML)."),
+    "agent": ("pruneguard.agent.cli:agent", "Watch traffic, report drift and accuracy, roll back."),
 }
 
 

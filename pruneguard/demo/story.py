@@ -17,10 +17,10 @@ import numpy as np
 if TYPE_CHECKING:
     import httpx
 
-    from pruning.recipe import Recipe
-    from registry import Registry
+    from pruneguard.pruning.recipe import Recipe
+    from pruneguard.registry import Registry
 
-from pruneguard_demo.config import (
+from pruneguard.demo.config import (
     RECIPE,
     SEED,
     WARM_PASSES,
@@ -31,16 +31,16 @@ from pruneguard_demo.config import (
     prepare_home,
     section,
 )
-from pruneguard_demo.processes import Process, free_port, start_agent, start_service, wait_http
-from pruneguard_demo.shifts import Shift, ShiftChoice, held_out, pick_shift
-from pruneguard_demo.summary import (
+from pruneguard.demo.processes import Process, free_port, start_agent, start_service, wait_http
+from pruneguard.demo.shifts import Shift, ShiftChoice, held_out, pick_shift
+from pruneguard.demo.summary import (
     Outcome,
     history_table,
     models_cli,
     rollback_events,
     write_summary,
 )
-from pruneguard_demo.watch import PhaseStats, Traffic, Watcher, batches
+from pruneguard.demo.watch import PhaseStats, Traffic, Watcher, batches
 
 __all__ = [
     "ACTOR",
@@ -59,7 +59,7 @@ __all__ = [
 def demo_recipe(quick: bool) -> Recipe:
     """The built-in digits-cnn recipe; ``quick`` trains and prunes in fewer epochs and steps
     (and allows a 3-point accuracy drop, which fewer recovery epochs may need)."""
-    from pruning.recipe import Accept, Schedule, Train, load_recipe
+    from pruneguard.pruning.recipe import Accept, Schedule, Train, load_recipe
 
     recipe = load_recipe(RECIPE)
     if not quick:
@@ -78,9 +78,9 @@ def demo_recipe(quick: bool) -> Recipe:
 def prune(config: DemoConfig, timeline: Timeline) -> tuple[Recipe, dict[str, Any], dict[str, Any]]:
     import torch
 
-    from pruning.advice import advise_recipe
-    from pruning.demo import summary
-    from pruning.pipeline import run
+    from pruneguard.pruning.advice import advise_recipe
+    from pruneguard.pruning.demo import summary
+    from pruneguard.pruning.pipeline import run
 
     torch.set_num_threads(1)  # the digits CNN gains nothing from more; the machine is shared
     recipe = demo_recipe(config.quick)
@@ -248,7 +248,7 @@ def _loop(
 ) -> None:
     import httpx
 
-    from registry import open_registry
+    from pruneguard.registry import open_registry
 
     model = tags[1].split(":", 1)[0]
     dense_version = tags[0].split(":", 1)[1]
@@ -279,7 +279,7 @@ def run_demo(config: DemoConfig) -> int:
     timeline.add(f"demo home {config.home} (SQLite registry + BentoML store, wiped)")
     section("1. train and prune (built-in recipe digits-cnn)")
     recipe, _, pruned = prune(config, timeline)
-    from registry import open_registry
+    from pruneguard.registry import open_registry
 
     section("2. register")
     with open_registry(home=config.home) as registry:
@@ -316,7 +316,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from registry.errors import PruneguardError
+    from pruneguard.registry.errors import PruneguardError
 
     args = parse_args(argv)
     config = DemoConfig.for_run(args.home, args.quick)

@@ -15,10 +15,10 @@ import numpy as np
 if TYPE_CHECKING:
     import httpx
 
-    from registry import Registry
+    from pruneguard.registry import Registry
 
-from pruneguard_demo.config import DemoConfig, DemoError, Timeline
-from pruneguard_demo.shifts import Shift
+from pruneguard.demo.config import DemoConfig, DemoError, Timeline
+from pruneguard.demo.shifts import Shift
 
 __all__ = [
     "PhaseStats",

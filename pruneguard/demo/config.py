@@ -81,7 +81,7 @@ class DemoConfig:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m pruneguard_demo",
+        prog="python -m pruneguard.demo",
         description="Prune → register → serve → shift → the agent rolls back, end to end.",
     )
     parser.add_argument(
@@ -133,7 +133,7 @@ def prepare_home(home: Path) -> None:
             )
         shutil.rmtree(home)
     home.mkdir(parents=True, exist_ok=True)
-    (home / MARKER).write_text("written by python -m pruneguard_demo; wiped at its next start\n")
+    (home / MARKER).write_text("written by python -m pruneguard.demo; wiped at its next start\n")
     (home / "logs").mkdir()
     if os.environ.pop("PRUNEGUARD_DB_URL", None):
         print("note: PRUNEGUARD_DB_URL is ignored; the demo runs on SQLite under its home")

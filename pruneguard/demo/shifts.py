@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from pruning.recipe import Recipe
+    from pruneguard.pruning.recipe import Recipe
 
-from pruneguard_demo.config import AGENT_MARGIN, MIN_GAP, SEED, DemoConfig, Timeline
+from pruneguard.demo.config import AGENT_MARGIN, MIN_GAP, SEED, DemoConfig, Timeline
 
 __all__ = [
     "SHIFTS",
@@ -31,7 +31,7 @@ __all__ = [
 
 def held_out(recipe: Recipe) -> tuple[np.ndarray, np.ndarray]:
     """The validation split the recipe held out: raw 8x8 inputs (N, 1, 8, 8) and labels."""
-    from pruning.data import load_data
+    from pruneguard.pruning.data import load_data
 
     loader = load_data(recipe.data, seed=recipe.seed)["val"]
     xs, ys = zip(*((x.numpy(), y.numpy()) for x, y in loader), strict=True)
@@ -112,7 +112,7 @@ class ShiftResult:
     def window_p(self, window_rows: int, tolerance: float) -> float:
         """The agent's paired test (McNemar, non-inferiority margin ``tolerance``) on a window
         of ``window_rows`` labelled pairs with these proportions: would it see the gap?"""
-        from agent.checks import mcnemar_p_value
+        from pruneguard.agent.checks import mcnemar_p_value
 
         scale = window_rows / self.rows
         b, c = round(self.pruned_only * scale), round(self.dense_only * scale)

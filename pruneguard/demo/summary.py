@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pruneguard_demo.config import MIN_GAP, DemoConfig, DemoError, Timeline
-from pruneguard_demo.processes import pruneguard_argv
-from pruneguard_demo.shifts import SHIFTS, ShiftChoice, ShiftResult, shift_table
+from pruneguard.demo.config import MIN_GAP, DemoConfig, DemoError, Timeline
+from pruneguard.demo.processes import pruneguard_argv
+from pruneguard.demo.shifts import SHIFTS, ShiftChoice, ShiftResult, shift_table
 
 __all__ = [
     "Outcome",

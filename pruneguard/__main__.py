@@ -1,0 +1,7 @@
+"""``python -m pruneguard``: the same command as ``pruneguard``."""
+
+import sys
+
+from pruneguard.cli import main
+
+sys.exit(main())

@@ -1,0 +1,7 @@
+"""``python -m pruneguard.demo``."""
+
+import sys
+
+from pruneguard.demo.story import main
+
+sys.exit(main())
