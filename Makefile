@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-fast lint fmt demo bench clean
+.PHONY: venv test test-fast test-kernels kernel-spread lint fmt demo bench clean
 
 venv: $(STAMP)
 
@@ -27,8 +27,27 @@ fmt: venv
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# torch picks floating-point kernels by CPU; ATEN_CPU_CAPABILITY=default|avx2|avx512 in the
+# environment reproduces another machine's (make test passes it on to pytest).
 test: venv lint
 	$(VENV)/bin/pytest -q
+
+# The kernel-sensitive tests (pruning, the demo) under each of torch's kernel sets.
+KERNELS ?= default avx2 avx512
+test-kernels: venv
+	@set -e; for cap in $(KERNELS); do \
+	  echo "== ATEN_CPU_CAPABILITY=$$cap"; \
+	  ATEN_CPU_CAPABILITY=$$cap $(VENV)/bin/pytest -q tests/pruning tests/test_demo.py; \
+	done
+
+# What the kernel-sensitive tests' bounds rest on: JSON per kernel set and thread count.
+kernel-spread: venv
+	@mkdir -p bench/out
+	@for cap in $(KERNELS); do for t in 1 2; do \
+	  ATEN_CPU_CAPABILITY=$$cap $(PY) bench/kernel_spread.py --threads $$t 2>/dev/null \
+	    > bench/out/kernel_spread_$${cap}_t$$t.json || exit 1; \
+	  echo "bench/out/kernel_spread_$${cap}_t$$t.json"; \
+	done; done
 
 test-fast: venv
 	$(VENV)/bin/pytest -q -m "not slow"

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from sklearn.datasets import load_digits
-from torch.utils.data import DataLoader, TensorDataset
+from kernel_cases import finetune_split, trained_cnn
+from torch.utils.data import DataLoader
 
 from pruneguard.pruning.finetune import accuracy, distillation_loss, predict, train
 from pruneguard.pruning.models import build_builtin
@@ -29,25 +29,17 @@ def _one_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def digits() -> dict[str, DataLoader]:
-    data = load_digits()
-    x = torch.tensor(data.images / 16.0, dtype=torch.float32).unsqueeze(1)
-    y = torch.tensor(data.target)
-    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
-    tr, va = perm[:1400], perm[1400:]
-    return {
-        "train": DataLoader(TensorDataset(x[tr], y[tr]), batch_size=64, shuffle=True),
-        "val": DataLoader(TensorDataset(x[va], y[va]), batch_size=256),
-    }
+    return finetune_split()
 
 
 @pytest.fixture(scope="module")
 def trained(digits: dict[str, DataLoader]) -> torch.nn.Module:
-    model = build_builtin("digits-cnn")
-    train(model, digits["train"], epochs=6, lr=3e-3, progress=False)
-    return model
+    return trained_cnn(digits["train"], seed=0)
 
 
 def test_digits_cnn_learns_digits(trained: torch.nn.Module, digits: dict[str, DataLoader]) -> None:
+    # 0.987–0.998 over 5 seeds × 3 kernel sets × 1–2 threads (bench/kernel_spread.py); before
+    # the learning rate decayed, 0.864–0.992
     assert accuracy(trained, digits["val"]) >= 0.95
     assert not trained.training
 
@@ -59,9 +51,11 @@ def test_distillation_recovers_a_pruned_model(
     student = copy.deepcopy(trained)
     ChannelPruner(student, torch.randn(1, 1, 8, 8), criterion="l1", ratio=0.5).step()
     pruned_acc = accuracy(student, digits["val"])
-    train(student, digits["train"], epochs=3, lr=3e-3, teacher=trained, progress=False)
+    train(student, digits["train"], epochs=5, lr=3e-3, teacher=trained, progress=False)
     recovered = accuracy(student, digits["val"])
     assert recovered > pruned_acc
+    # teacher − recovered measured −0.005–0.018 over 5 seeds × 3 kernel sets × 1–2 threads
+    # (bench/kernel_spread.py); the cut alone leaves 0.08–0.21
     assert recovered >= teacher_acc - 0.03
 
 

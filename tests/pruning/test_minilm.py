@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from kernel_cases import HEAD_PLAN, heads_removed_and_gated
 
 from pruneguard.pruning import embedding
-from pruneguard.pruning.heads import find_heads, gate_heads, remove_heads
+from pruneguard.pruning.heads import find_heads
 from pruneguard.pruning.latency import make_session
 from pruneguard.pruning.layers import drop_layers
 from pruneguard.pruning.recipe import parse_recipe
@@ -39,15 +40,8 @@ def test_heads_removed_from_bert_equal_gated_heads_and_layers_drop(
     feeds = tokenize(tokenizer, SENTENCES)
     sites = find_heads(model)
     assert [s.num_heads for s in sites] == [12] * 6 and sites[0].head_dim == 32
-    plan: list[list[int]] = [[0, 5], [], [], [2, 7, 11], [], [1]]
-    gates = [torch.ones(12) for _ in sites]
-    for gate, drop in zip(gates, plan, strict=True):
-        gate[drop] = 0.0
-    with torch.no_grad(), gate_heads(sites, gates):
-        gated = model(**feeds)
-    remove_heads(sites, plan)
-    with torch.no_grad():
-        removed = model(**feeds)
+    assert [len(drop) for drop in HEAD_PLAN] == [2, 0, 0, 3, 0, 1]
+    removed, gated = heads_removed_and_gated(model, feeds)
     torch.testing.assert_close(removed, gated, atol=1e-5, rtol=0)
     attn = model.bert.encoder.layer[3].attention
     assert (attn.self.num_attention_heads, attn.self.all_head_size) == (9, 288)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from kernel_cases import light_cut, recipe_split, trained_cnn
 from torch import nn
 
 from pruneguard.pruning.errors import TargetUnreachable
@@ -262,26 +263,14 @@ def test_recalibrate_batchnorm_without_batches_changes_nothing() -> None:
     assert model.training
 
 
+SEEDS = (0, 1, 2, 3, 4)
+
+
 @pytest.fixture(scope="module")
-def trained_digits() -> tuple[nn.Module, list[tuple[torch.Tensor, torch.Tensor]], tuple]:
-    from torch.utils.data import DataLoader
-
-    from pruneguard.pruning.data import load_data
-    from pruneguard.pruning.finetune import train
-    from pruneguard.pruning.recipe import load_recipe
-
-    data = load_data(load_recipe("digits-cnn").data, seed=0)
-    model = build_builtin("digits-cnn")
-    train(model, data["train"], epochs=6, lr=3e-3, progress=False, seed=0)
-    ordered = DataLoader(data["train"].dataset, batch_size=64)
-    calibration = [batch for _, batch in zip(range(4), ordered, strict=False)]
-    val = tuple(torch.cat(t) for t in zip(*data["val"], strict=True))
-    return model, calibration, val
-
-
-def _accuracy(model: nn.Module, val: tuple) -> float:
-    with torch.no_grad():
-        return float((model.eval()(val[0]).argmax(1) == val[1]).float().mean())
+def trained_digits() -> tuple[list[nn.Module], list[tuple[torch.Tensor, torch.Tensor]], tuple]:
+    """The digits CNN trained on 5 seeds (init and order), with calibration and held-out rows."""
+    loader, calibration, val = recipe_split()
+    return [trained_cnn(loader, seed) for seed in SEEDS], calibration, val
 
 
 @pytest.mark.parametrize("criterion", ["l2", "taylor", "random"])
@@ -290,15 +279,18 @@ def test_light_cut_keeps_a_trained_cnn_accurate_without_finetuning(
 ) -> None:
     # Regression: BatchNorm statistics left stale after removing 10% of the channels took
     # the digits CNN from ~0.99 to ~0.5; re-estimated on the calibration batches it stays close.
-    dense, calibration, val = trained_digits
-    kept = {}
-    for recalibrate in (True, False):
-        model = copy.deepcopy(dense)
-        torch.manual_seed(0)
-        ChannelPruner(
-            model, val[0][:1], criterion=criterion, ratio=0.1, calibration=calibration,
-            recalibrate_bn=recalibrate,
-        ).step()  # fmt: skip
-        kept[recalibrate] = _accuracy(model, val)
-    assert _accuracy(dense, val) - kept[True] <= 0.05
-    assert kept[True] > kept[False]
+    # Which channels a 10% cut of a 16-channel layer takes varies with the seed and with the
+    # CPU's kernels, so the claims are over 5 seeds, paired per seed. Measured by
+    # bench/kernel_spread.py under 3 kernel sets × 1 and 2 threads (docs/testing.md): the gain
+    # of re-estimating is 0.056–0.83 per seed (5-seed mean ≥ 0.32), the drop from dense
+    # −0.003–0.089 per seed (5-seed mean ≤ 0.048).
+    dense_models, calibration, val = trained_digits
+    cuts = [
+        light_cut(dense, calibration, val, criterion, seed)
+        for seed, dense in zip(SEEDS, dense_models, strict=True)
+    ]
+    drops = [cut["dense"] - cut["recalibrated"] for cut in cuts]
+    gains = [cut["recalibrated"] - cut["stale"] for cut in cuts]
+    assert min(gains) > 0, gains  # re-estimated statistics beat stale ones on every seed
+    assert sum(gains) / len(gains) >= 0.15, gains  # and by far: stale ones cost most of the cut
+    assert sum(drops) / len(drops) <= 0.08, drops  # close to dense without any finetuning
