@@ -282,8 +282,8 @@ def test_light_cut_keeps_a_trained_cnn_accurate_without_finetuning(
     # Which channels a 10% cut of a 16-channel layer takes varies with the seed and with the
     # CPU's kernels, so the claims are over 5 seeds, paired per seed. Measured by
     # bench/kernel_spread.py under 3 kernel sets × 1 and 2 threads (docs/testing.md): the gain
-    # of re-estimating is 0.056–0.83 per seed (5-seed mean ≥ 0.32), the drop from dense
-    # −0.003–0.089 per seed (5-seed mean ≤ 0.048).
+    # of re-estimating is 0.19–0.66 per seed (5-seed mean ≥ 0.41), the drop from dense
+    # 0.006–0.103 per seed (5-seed mean ≤ 0.048).
     dense_models, calibration, val = trained_digits
     cuts = [
         light_cut(dense, calibration, val, criterion, seed)
