@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import Any, TypeVar
 import click
 
 from pruneguard.registry.errors import PruneguardError
+
+PROMOTE_MODES = ("auto", "always", "never")
 
 __all__ = ["bench", "prune"]
 
@@ -29,6 +32,11 @@ def _one_line_errors() -> Iterator[None]:
         yield
     except PruneguardError as exc:
         raise click.ClickException(" ".join(str(exc).split())) from exc
+
+
+def _verbose(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:  # read where the exporter runs (pruning.export.exporter_output)
+        os.environ["PRUNEGUARD_VERBOSE"] = "1"
 
 
 def _work_options(command: F) -> F:
@@ -44,6 +52,16 @@ def _work_options(command: F) -> F:
             help="torch threads for training and pruning (default: torch's choice).",
         ),
         click.option("--quiet", "-q", is_flag=True, help="No progress on stderr."),
+        click.option(
+            "--verbose",
+            "-v",
+            is_flag=True,
+            expose_value=False,
+            envvar="PRUNEGUARD_VERBOSE",
+            show_envvar=True,
+            callback=_verbose,
+            help="Also show the ONNX exporter's own output (shown anyway when an export fails).",
+        ),
     )
     for option in reversed(options):
         command = option(command)
@@ -106,7 +124,16 @@ def prune() -> None:
     "--register/--no-register",
     default=False,
     show_default=True,
-    help="Register both artifacts in the model registry (sets champion/shadow/baseline for a new model).",
+    help="Register both artifacts in the model registry (a new model gets champion/shadow/baseline).",
+)
+@click.option(
+    "--promote",
+    type=click.Choice(PROMOTE_MODES),
+    default="auto",
+    show_default=True,
+    help="With --register. auto: the pruned version becomes champion of a new model only if it "
+    "passes the acceptance gate (accept.max_accuracy_drop, accept.min_speedup; defaults 0.01 and "
+    "1.0); always: it becomes champion anyway, and the override is recorded; never: register only.",
 )
 @_work_options
 def run_cmd(
@@ -114,16 +141,23 @@ def run_cmd(
     out: Path,
     as_json: bool,
     register: bool,
+    promote: str,
     seed: int | None,
     threads: int | None,
     quiet: bool,
 ) -> None:
     """Run RECIPE: train (if asked), prune, finetune, check, export, write OUT/dense and OUT/pruned.
 
+    The pruned version must pass the acceptance gate (within the accuracy budget of dense, and
+    faster than it as served) to become champion; a version that misses it is still written
+    and registered, and the command exits 1 with the reason.
+
     \b
     Example:
       pruneguard prune digits-cnn --out runs/digits --json
+      pruneguard prune digits-cnn --out runs/digits --register --json | jq -r .registration.pruned.tag
     """
+    from pruneguard.pruning.errors import AcceptanceFailed
     from pruneguard.pruning.recipe import load_recipe
 
     with _one_line_errors():
@@ -135,12 +169,18 @@ def run_cmd(
             from pruneguard.pruning.pipeline import run
 
             dense, pruned = run(parsed, out, progress=not quiet)
-        if register:
-            _register(out)
+        acceptance = pruned["pruning"]["acceptance"]
+        verdict = "accepted" if acceptance["passed"] else "NOT accepted"
+        click.echo(f"[pruneguard] {verdict}: {acceptance['reason']}", err=True)
+        registration = _register(out, acceptance, promote) if register else None
     if as_json:
-        click.echo(json.dumps(pruned, indent=2, sort_keys=True))
+        printed = pruned if registration is None else {**pruned, "registration": registration}
+        click.echo(json.dumps(printed, indent=2, sort_keys=True))
     else:
         click.echo(_summary(dense, pruned, out))
+    if not acceptance["passed"] and not (registration and registration["override"]):
+        with _one_line_errors():
+            raise AcceptanceFailed(acceptance["reason"])
 
 
 def _set_threads(threads: int | None) -> None:
@@ -153,26 +193,60 @@ def _set_threads(threads: int | None) -> None:
     torch.set_num_threads(threads)
 
 
-def _register(out: Path) -> None:
-    try:
-        from pruneguard.registry import open_registry
-    except ImportError as exc:
-        raise click.ClickException(
-            f"--register needs the registry package ({exc}); run without --register"
-        ) from exc
-    registry = open_registry()
-    if not hasattr(registry, "register_run"):
-        raise click.ClickException(
-            "--register: this registry has no register_run; run without --register and register "
-            "the artifacts with `pruneguard models register`"
-        )
-    try:
+def _register(out: Path, acceptance: dict[str, Any], promote: str) -> dict[str, Any]:
+    """Register out/dense and out/pruned; the gate (and ``promote``) decides the champion.
+
+    Returns the ``registration`` block of ``--json`` (docs/pruning.md)."""
+    from pruneguard.registry import open_registry
+
+    actor = f"cli:{getpass.getuser()}"
+    passed = acceptance["passed"]
+    aliases, reason = None, "first prune run registered"
+    if not passed and promote != "always":  # a new model is served by its dense parent
+        aliases = {"champion": "dense", "baseline": "dense"}
+        reason = f"first prune run registered; pruned not accepted: {acceptance['reason']}"
+    with open_registry() as registry:
         dense, pruned = registry.register_run(
-            out / "dense", out / "pruned", actor=f"cli:{getpass.getuser()}", set_aliases=True
+            out / "dense", out / "pruned", actor=actor, set_aliases=promote != "never",
+            aliases=aliases, reason=reason,
+        )  # fmt: skip
+        registry.record(
+            pruned.tag, action="accepted" if passed else "refused", actor=actor,
+            reason=acceptance["reason"], evidence={"acceptance": acceptance},
+        )  # fmt: skip
+        override = promote == "always" and not passed
+        if promote == "always" and registry.aliases(pruned.name).get("champion") != pruned.tag:
+            why = (
+                f"override (--promote always): {acceptance['reason']}"
+                if override
+                else "--promote always"
+            )
+            registry.promote(pruned.tag, actor=actor, reason=why)
+        tags = {"dense": registry.get(dense.tag), "pruned": registry.get(pruned.tag)}
+    champion = "champion" in tags["pruned"].aliases
+    block = {
+        **{kind: {"tag": v.tag, "aliases": sorted(v.aliases)} for kind, v in tags.items()},
+        "accepted": passed,
+        "promoted": champion,
+        "override": override,
+        "reason": acceptance["reason"],
+    }
+    _say_registration(block)
+    return block
+
+
+def _say_registration(block: dict[str, Any]) -> None:
+    for kind in ("dense", "pruned"):
+        aliases = ", ".join(block[kind]["aliases"]) or "no alias"
+        click.echo(f"[pruneguard] registered {block[kind]['tag']} ({kind}): {aliases}", err=True)
+    if block["override"]:
+        click.echo("[pruneguard] champion by override (--promote always); recorded", err=True)
+    elif not block["promoted"] and block["accepted"]:
+        click.echo(
+            "[pruneguard] champion unchanged (the model has one); promote with "
+            f"`pruneguard models promote {block['pruned']['tag']}`",
+            err=True,
         )
-    finally:
-        registry.close()
-    click.echo(f"registered {dense.tag} (dense) and {pruned.tag} (pruned)", err=True)
 
 
 def _summary(dense: dict[str, Any], pruned: dict[str, Any], out: Path) -> str:

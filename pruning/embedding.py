@@ -222,28 +222,21 @@ def export_encoder(model: nn.Module, path: Path, *, opset: int = 18) -> None:
     import torch
     from torch.export import Dim
 
+    from pruneguard.pruning.export import exporter_output
     from pruneguard.pruning.text import INPUT_NAMES
 
     batch, seq = Dim("batch"), Dim("seq")
     example = tuple(torch.ones(2, 16, dtype=torch.int64) for _ in INPUT_NAMES)
     dynamic = {name: {0: batch, 1: seq} for name in INPUT_NAMES}
     model.eval()
-    saved = os.dup(1)
-    try:  # the exporter prints progress on stdout, which belongs to --json output
-        sys.stdout.flush()
-        os.dup2(2, 1)
-        with torch.no_grad(), warnings.catch_warnings():
-            # the three inputs share the batch and seq dims on purpose; torch notes it as a warning
-            warnings.filterwarnings("ignore", message=r".*The axis name: \w+ will not be used")
-            torch.onnx.export(
-                model, example, str(path), dynamo=True, external_data=False,
-                dynamic_shapes=dynamic, opset_version=opset, input_names=list(INPUT_NAMES),
-                output_names=[OUTPUT_NAME],
-            )  # fmt: skip
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
+    with exporter_output(), torch.no_grad(), warnings.catch_warnings():
+        # the three inputs share the batch and seq dims on purpose; torch notes it as a warning
+        warnings.filterwarnings("ignore", message=r".*The axis name: \w+ will not be used")
+        torch.onnx.export(
+            model, example, str(path), dynamo=True, external_data=False,
+            dynamic_shapes=dynamic, opset_version=opset, input_names=list(INPUT_NAMES),
+            output_names=[OUTPUT_NAME],
+        )  # fmt: skip
     onnx.checker.check_model(str(path), full_check=True)
 
 
@@ -375,22 +368,7 @@ def run(
     report["mean_cosine_before_recovery"] = before
     say(f"pruned: retrieval {pruned.evaluation.retrieval_accuracy:.4f}, cosine "
         f"{mean_cosine(pruned.evaluation, dense.evaluation):.4f}")  # fmt: skip
-    _check_accept(recipe, dense.evaluation, pruned.evaluation)
     return _write(recipe, Path(out_dir), dense, pruned, report, tokenizer, pairs, opts, say)
-
-
-def _check_accept(recipe: Recipe, dense: EmbeddingEval, pruned: EmbeddingEval) -> None:
-    from pruneguard.pruning.errors import AcceptanceFailed
-
-    if recipe.accept is None:
-        return
-    drop = dense.retrieval_accuracy - pruned.retrieval_accuracy
-    if drop > recipe.accept.max_accuracy_drop:
-        raise AcceptanceFailed(
-            baseline_accuracy=dense.retrieval_accuracy,
-            accuracy=pruned.retrieval_accuracy,
-            max_drop=recipe.accept.max_accuracy_drop,
-        )
 
 
 def _write(
@@ -485,9 +463,14 @@ def _artifacts(
         notes=notes,
         source=source,
     )
-    pm = build_manifest(name=recipe.name, kind="pruned", parent=parent,
-                        pruning={**recipe.pruning_section(), **report},
-                        metrics=metrics(pruned, "pruned"), io=io, notes=notes, source=source)  # fmt: skip
+    pruned_metrics = metrics(pruned, "pruned")
+    pruning = {
+        **recipe.pruning_section(),
+        **report,
+        "acceptance": recipe.acceptance(pruned_metrics),
+    }
+    pm = build_manifest(name=recipe.name, kind="pruned", parent=parent, pruning=pruning,
+                        metrics=pruned_metrics, io=io, notes=notes, source=source)  # fmt: skip
     return (
         write_artifact(staging / "dense", dm, writer("dense", dense)),
         write_artifact(staging / "pruned", pm, writer("pruned", pruned)),

@@ -29,16 +29,13 @@ class WeightsError(ConfigError):
 
 
 class AcceptanceFailed(PruneguardError):
-    """The pruned model's accuracy dropped more than `accept.max_accuracy_drop` allows."""
+    """The pruned version missed the recipe's acceptance budget (``pruning/gate.py``): it was
+    written (and, with ``--register``, registered) but is not champion."""
 
-    def __init__(self, *, baseline_accuracy: float, accuracy: float, max_drop: float) -> None:
-        self.baseline_accuracy = baseline_accuracy
-        self.accuracy = accuracy
-        self.max_drop = max_drop
-        drop = baseline_accuracy - accuracy
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
         super().__init__(
-            f"pruned accuracy {accuracy:.4f} is {drop * 100:.2f} points below the dense "
-            f"{baseline_accuracy:.4f}; accept.max_accuracy_drop allows {max_drop * 100:.2f} points. "
-            "Fix: prune less (lower the target), use schedule kind: iterative with more steps, "
-            "or finetune longer."
+            f"not accepted: {reason}. Fix: prune less (lower the target), use schedule kind: "
+            "iterative with more steps, or finetune longer; or promote it by hand "
+            "(`pruneguard models promote TAG`) if you accept the cost."
         )

@@ -7,6 +7,7 @@ import copy
 import inspect
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -17,21 +18,53 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["export_onnx", "parity"]
+__all__ = ["VERBOSE_ENV", "export_onnx", "exporter_output", "parity"]
+
+
+VERBOSE_ENV = "PRUNEGUARD_VERBOSE"  # set to 1 by `pruneguard prune --verbose`
 
 
 @contextlib.contextmanager
-def _stdout_to_stderr() -> Iterator[None]:
-    """Send everything written to stdout (Python and C level) to stderr for the duration."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        os.dup2(2, 1)
-        with contextlib.redirect_stdout(sys.stderr):
+def exporter_output(verbose: bool | None = None) -> Iterator[None]:
+    """Hold back what the exporter prints (its progress lines, its own warnings such as
+    "torchvision is not installed"), Python and C level, stdout and stderr alike.
+
+    It reaches stderr only when ``verbose`` (default: ``$PRUNEGUARD_VERBOSE`` is 1) or when
+    the export fails; stdout stays clean for ``--json`` either way.
+    """
+    if verbose is None:
+        verbose = os.environ.get(VERBOSE_ENV) == "1"
+    if verbose:
+        with _fd_redirect(1, 2), contextlib.redirect_stdout(sys.stderr):
             yield
+        return
+    with tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace") as held:
+        try:
+            with (
+                _fd_redirect(1, held.fileno()),
+                _fd_redirect(2, held.fileno()),
+                contextlib.redirect_stdout(held),
+                contextlib.redirect_stderr(held),
+            ):
+                yield
+        except BaseException:
+            held.seek(0)
+            sys.stderr.write(held.read())
+            raise
+
+
+@contextlib.contextmanager
+def _fd_redirect(fd: int, target: int) -> Iterator[None]:
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = os.dup(fd)
+    try:
+        os.dup2(target, fd)
+        yield
     finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os.dup2(saved, fd)
         os.close(saved)
 
 
@@ -66,12 +99,13 @@ def export_onnx(
     opset: int = 18,
     input_name: str = "input",
     output_name: str = "logits",
+    verbose: bool | None = None,
 ) -> None:
     """Write ``model`` as one ONNX file with a symbolic batch axis, checked by ``onnx.checker``.
 
     The example batch is widened to 2 when it has one row (a batch of 1 would be
     specialised as a constant by torch.export). Masks from ``unstructured`` are baked in on
-    a copy. The exporter's progress output goes to stderr.
+    a copy. The exporter's own output is shown only when ``verbose`` or when it fails.
     """
     import onnx
     import torch
@@ -85,7 +119,7 @@ def export_onnx(
     )
     dynamic = {_forward_arg(net): {0: torch.export.Dim("batch")}}
     try:
-        with _stdout_to_stderr(), torch.no_grad():
+        with exporter_output(verbose), torch.no_grad():
             torch.onnx.export(
                 net,
                 (x,),

@@ -5,11 +5,12 @@ Progress lines go to stderr, never stdout (``--json`` output owns stdout).
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from pruneguard.pruning.progress import steps
 
 if TYPE_CHECKING:
     import torch
@@ -58,8 +59,11 @@ def train(
     temperature: float = 2.0,
     progress: bool = True,
     seed: int | None = 0,
+    desc: str = "epoch",
 ) -> None:
     """Train ``model`` in place with Adam; with a ``teacher``, distill from its logits.
+
+    Progress (``desc``, one step per epoch with its loss) goes to stderr: a bar on a terminal.
 
     ``seed`` fixes torch's global RNG first (so a shuffling DataLoader repeats its order).
     The model is left in eval mode.
@@ -75,24 +79,37 @@ def train(
     # converged model off its minimum (seen: 0.99 → 0.89 on one seed), and where that happens
     # depends on which floating-point kernels the CPU runs.
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
-    for epoch in range(epochs):
-        model.train()
-        total, n = 0.0, 0
-        for x, y in loader:
-            with torch.no_grad():
-                t_logits = teacher(x) if teacher is not None else None
-            loss = distillation_loss(
-                model(x), y, t_logits, alpha=distill_alpha, temperature=temperature
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.detach().item() * len(y)
-            n += len(y)
-        schedule.step()
-        if progress:
-            print(f"epoch {epoch + 1}/{epochs} loss {total / max(n, 1):.4f}", file=sys.stderr)
+    with steps(epochs, desc, enabled=progress) as done:
+        for _ in range(epochs):
+            loss = _epoch(model, loader, optimizer, teacher, distill_alpha, temperature)
+            done.advance(f"loss {loss:.4f}")
+            schedule.step()
     model.eval()
+
+
+def _epoch(
+    model: nn.Module,
+    loader: Batches,
+    optimizer: torch.optim.Optimizer,
+    teacher: nn.Module | None,
+    alpha: float,
+    temperature: float,
+) -> float:
+    """One pass over ``loader``; the mean training loss."""
+    import torch
+
+    model.train()
+    total, n = 0.0, 0
+    for x, y in loader:
+        with torch.no_grad():
+            t_logits = teacher(x) if teacher is not None else None
+        loss = distillation_loss(model(x), y, t_logits, alpha=alpha, temperature=temperature)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.detach().item() * len(y)
+        n += len(y)
+    return total / max(n, 1)
 
 
 def predict(model: nn.Module, loader: Batches) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -224,7 +224,11 @@ def pruned_manifest(
     notes = _common_notes(recipe)
     if recipe.method in ("unstructured", "nm"):
         notes.append(_sparse_metrics(metrics, model, onnx))
-    pruning = {**recipe.pruning_section(), "resolved_amount": prep.amount}
+    pruning = {
+        **recipe.pruning_section(),
+        "resolved_amount": prep.amount,
+        "acceptance": recipe.acceptance(metrics),
+    }
     if recipe.target.kind == "macs_reduction":
         notes.append(
             f"Target macs_reduction {recipe.target.value:g}: searched channel ratio {prep.amount:.3f}, "

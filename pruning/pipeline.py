@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pruneguard.pruning.errors import AcceptanceFailed
+from pruneguard.pruning.progress import steps
 from pruneguard.pruning.recipe import Recipe
 from pruneguard.registry.errors import ConfigError
 
@@ -35,7 +35,6 @@ __all__ = [
     "Evaluation",
     "OnnxMeasure",
     "Prepared",
-    "check_accept",
     "evaluate",
     "measure_onnx",
     "prepare",
@@ -130,14 +129,14 @@ def prepare(recipe: Recipe, *, progress: bool = True) -> Prepared:
     torch.manual_seed(recipe.seed)
     data = load_data(recipe.data, seed=recipe.seed, search_path=recipe.base_dir)
     model = load_model(recipe.model, seed=recipe.seed, search_path=recipe.base_dir)
-    example = _example(recipe, data["val"])
+    example = _example(recipe, data["val"], model)
     amount = resolve_amount(recipe, model, _context(recipe, data, example))
     if recipe.target.kind == "macs_reduction":
         say(f"macs_reduction {recipe.target.value:g} → channel ratio {amount:.3f}")
     if recipe.train is not None and recipe.train.epochs > 0:
         say(f"training the dense model: {recipe.train.epochs} epochs")
         train(model, data["train"], epochs=recipe.train.epochs, lr=recipe.train.lr,
-              progress=progress, seed=recipe.seed)  # fmt: skip
+              progress=progress, seed=recipe.seed, desc="train dense")  # fmt: skip
     model.eval()
     teacher = copy.deepcopy(model).eval()
     for p in teacher.parameters():
@@ -147,7 +146,11 @@ def prepare(recipe: Recipe, *, progress: bool = True) -> Prepared:
     return Prepared(recipe, model, teacher, data, example, baseline, amount)
 
 
-def _example(recipe: Recipe, loader: DataLoader) -> torch.Tensor:
+def _example(recipe: Recipe, loader: DataLoader, model: nn.Module) -> torch.Tensor:
+    """One input row from the data (so ``model.input_shape`` may be left out); the model must
+    take it."""
+    import torch
+
     x, _ = next(iter(loader))
     expected = recipe.model.input_shape
     if expected is not None and tuple(x.shape[1:]) != tuple(expected):
@@ -155,7 +158,21 @@ def _example(recipe: Recipe, loader: DataLoader) -> torch.Tensor:
             f"model.input_shape={list(expected)} but the data yields inputs of shape "
             f"{list(x.shape[1:])}; fix input_shape or the data factory"
         )
-    return x[:1].clone()
+    example = x[:1].clone()
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(example)
+    except Exception as exc:
+        where = "model.input_shape" if expected is not None else "the data's first batch"
+        raise ConfigError(
+            f"the model's forward fails on an input of shape {list(example.shape)} (batch 1, "
+            f"shape from {where}): {type(exc).__name__}: {' '.join(str(exc).split())[:300]}; "
+            "fix: make the data yield what the model takes, or the model take what the data yields"
+        ) from exc
+    finally:
+        model.train(was_training)
+    return example
 
 
 def prune_copy(prep: Prepared, recipe: Recipe | None = None, *, progress: bool = True) -> nn.Module:
@@ -186,7 +203,8 @@ def prune_copy(prep: Prepared, recipe: Recipe | None = None, *, progress: bool =
             f"step {step + 1}/{recipe.schedule.steps} pruned; recovery finetune {ft.recovery_epochs} epochs"
         )
         train(model, prep.data["train"], epochs=ft.recovery_epochs, lr=ft.lr, teacher=teacher,
-              progress=progress, seed=recipe.seed + step + 1)  # fmt: skip
+              progress=progress, seed=recipe.seed + step + 1,
+              desc=f"recovery {step + 1}/{recipe.schedule.steps}")  # fmt: skip
 
     say(
         f"pruning: {recipe.method} / {recipe.criterion}, {recipe.schedule.kind} × {recipe.schedule.steps}"
@@ -195,23 +213,10 @@ def prune_copy(prep: Prepared, recipe: Recipe | None = None, *, progress: bool =
     if ft.epochs:
         say(f"final finetune: {ft.epochs} epochs{' (distilled)' if teacher else ''}")
         train(model, prep.data["train"], epochs=ft.epochs, lr=ft.lr, teacher=teacher,
-              progress=progress, seed=recipe.seed + 1000)  # fmt: skip
+              progress=progress, seed=recipe.seed + 1000, desc="final finetune")  # fmt: skip
     pruner.finish()
     remove_masks(model)  # bake any unstructured masks into plain weights; no-op otherwise
     return model.eval()
-
-
-def check_accept(recipe: Recipe, baseline: Evaluation, pruned: Evaluation) -> None:
-    """Raise :class:`AcceptanceFailed` when the pruned model misses the accuracy budget."""
-    if recipe.accept is None:
-        return
-    # a tiny epsilon: 0.9750 - 0.9650 must count as a 1-point drop, not 1.0000001
-    if baseline.accuracy - pruned.accuracy > recipe.accept.max_accuracy_drop + 1e-9:
-        raise AcceptanceFailed(
-            baseline_accuracy=baseline.accuracy,
-            accuracy=pruned.accuracy,
-            max_drop=recipe.accept.max_accuracy_drop,
-        )
 
 
 @dataclass(frozen=True)
@@ -228,6 +233,7 @@ def measure_onnx(
     val_inputs: np.ndarray,
     folder: Path,
     recipe: Recipe,
+    progress: bool = False,
 ) -> OnnxMeasure:
     """Export each model to ``folder/<label>.onnx``; parity on validation rows; latency in blocks."""
     import torch
@@ -238,22 +244,26 @@ def measure_onnx(
     paths = {label: folder / f"{label}.onnx" for label in models}
     rows = torch.from_numpy(val_inputs[:PARITY_ROWS]).float()
     diffs = {}
-    for label, model in models.items():
-        export_onnx(model, example, paths[label], opset=recipe.export.opset)
-        diffs[label] = parity(model, paths[label], rows)
+    with steps(len(models), "export", enabled=progress) as done:
+        for label, model in models.items():
+            export_onnx(model, example, paths[label], opset=recipe.export.opset)
+            diffs[label] = parity(model, paths[label], rows)
+            done.advance(f"{label}: parity {diffs[label]:.1e}")
     threads = recipe.export.ort_threads
     sessions = {label: make_session(path, threads) for label, path in paths.items()}
     latency: dict[str, dict[str, dict[str, float]]] = {label: {} for label in models}
-    for batch in recipe.export.batch_sizes:
-        feed = {"input": _batch_of(val_inputs, batch)}
-        stats = compare_latency(
-            sessions,
-            feed,
-            blocks=recipe.export.latency_blocks,
-            runs_per_block=recipe.export.latency_runs,
-        )
-        for label, s in stats.items():
-            latency[label][str(batch)] = s.as_dict()
+    with steps(len(recipe.export.batch_sizes), "latency", enabled=progress) as done:
+        for batch in recipe.export.batch_sizes:
+            feed = {"input": _batch_of(val_inputs, batch)}
+            stats = compare_latency(
+                sessions,
+                feed,
+                blocks=recipe.export.latency_blocks,
+                runs_per_block=recipe.export.latency_runs,
+            )
+            for label, s in stats.items():
+                latency[label][str(batch)] = s.as_dict()
+            done.advance(f"batch {batch}")
     sizes = {label: path.stat().st_size for label, path in paths.items()}
     gz = {}
     if recipe.method in ("unstructured", "nm"):
@@ -282,12 +292,11 @@ def run(
     pruned_model = prune_copy(prep, progress=progress)
     pruned = evaluate(pruned_model, prep.data["val"], prep.example)
     say(f"pruned: accuracy {pruned.accuracy:.4f}, {pruned.params} params, {pruned.macs} MACs")
-    check_accept(recipe, prep.baseline, pruned)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=_parent(out)))
     try:
         say("exporting to ONNX; measuring parity and latency")
         onnx = measure_onnx({"dense": prep.model, "pruned": pruned_model}, prep.example,
-                            prep.baseline.inputs, staging, recipe)  # fmt: skip
+                            prep.baseline.inputs, staging, recipe, progress)  # fmt: skip
         manifests = _write_both(staging, prep, pruned, pruned_model, onnx)
         _move_into(staging, out)
     finally:

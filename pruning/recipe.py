@@ -128,7 +128,11 @@ class Finetune:
 
 @dataclass(frozen=True)
 class Accept:
-    max_accuracy_drop: float
+    """The budget a pruned version must meet to become champion (``pruning/gate.py``); a field
+    left ``None`` takes the gate's default."""
+
+    max_accuracy_drop: float | None = None
+    min_speedup: float | None = None
 
 
 @dataclass(frozen=True)
@@ -183,6 +187,15 @@ class Recipe:
 
     def with_seed(self, seed: int) -> Recipe:
         return replace(self, seed=seed)
+
+    def acceptance(self, metrics: Mapping[str, Any]) -> dict[str, Any]:
+        """The gate's verdict on a pruned version's ``metrics`` under this recipe's budget."""
+        from pruneguard.pruning.gate import decide
+
+        a = self.accept or Accept()
+        return decide(
+            metrics, max_accuracy_drop=a.max_accuracy_drop, min_speedup=a.min_speedup
+        ).as_dict()
 
     def pruning_section(self) -> dict[str, Any]:
         """The manifest's ``pruning`` block: what was done, in the recipe's own words."""
@@ -327,13 +340,9 @@ def _model(raw: Any, base_dir: Path | None) -> ModelSpec:
     _one_of(m, ("builtin", "factory"), "model")
     if "factory" in m:
         factory = _factory(m["factory"], "model.factory")
-        if "input_shape" not in m:
-            raise ConfigError(
-                "model.input_shape is missing: a factory model needs its input shape without the "
-                "batch axis, e.g. input_shape: [1, 8, 8]"
-            )
         weights = _weights(m.get("weights"), base_dir)
-        shape = _shape(m["input_shape"], "model.input_shape")
+        # optional: the data's first batch gives it; when given, the data must agree
+        shape = _shape(m["input_shape"], "model.input_shape") if "input_shape" in m else None
         return ModelSpec(
             factory=factory, weights=weights, input_shape=shape, options=_options(m, "model")
         )
@@ -451,17 +460,24 @@ def _finetune(raw: Any) -> Finetune:
 def _accept(raw: Any) -> Accept | None:
     if raw is None:
         return None
-    a = _mapping(raw, "accept", example="accept: {max_accuracy_drop: 0.01}")
-    _keys(a, ("max_accuracy_drop",), "accept")
-    if "max_accuracy_drop" not in a:
-        raise ConfigError("accept.max_accuracy_drop is missing, e.g. max_accuracy_drop: 0.01")
-    drop = _number(a["max_accuracy_drop"], "accept.max_accuracy_drop")
-    if not 0 <= drop <= 1:
-        raise ConfigError(
-            f"accept.max_accuracy_drop={drop}: must be between 0 and 1 "
-            "(a fraction: 0.01 allows one accuracy point)"
-        )
-    return Accept(drop)
+    a = _mapping(raw, "accept", example="accept: {max_accuracy_drop: 0.01, min_speedup: 1.0}")
+    _keys(a, ("max_accuracy_drop", "min_speedup"), "accept")
+    drop = speed = None
+    if "max_accuracy_drop" in a:
+        drop = _number(a["max_accuracy_drop"], "accept.max_accuracy_drop")
+        if not 0 <= drop <= 1:
+            raise ConfigError(
+                f"accept.max_accuracy_drop={drop}: must be between 0 and 1 "
+                "(a fraction: 0.01 allows one accuracy point)"
+            )
+    if "min_speedup" in a:
+        speed = _number(a["min_speedup"], "accept.min_speedup")
+        if speed <= 0:
+            raise ConfigError(
+                f"accept.min_speedup={speed}: must be > 0 (1.0: at least as fast as dense; "
+                "0.9 tolerates 10% slower)"
+            )
+    return Accept(drop, speed)
 
 
 def _export(raw: Any) -> Export:

@@ -177,6 +177,28 @@ def _fmt(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _accuracy(value: float | None, delta: float | None) -> str:
+    """``0.9806 (−0.27)``: the accuracy and its change from the parent in points."""
+    if value is None:
+        return ""
+    if delta is None:
+        return f"{value:.4f}"
+    points = delta * 100
+    return f"{value:.4f} ({'−' if points < 0 else '+'}{abs(points):.2f})"
+
+
+def _ratio(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}×"
+
+
+def _speedups(by_batch: dict[str, float] | None) -> str:
+    """``1.46× (1) / 2.08× (8)``, in batch-size order."""
+    if not by_batch:
+        return ""
+    ordered = sorted(by_batch.items(), key=lambda kv: int(kv[0]))
+    return " / ".join(f"{value:.2f}× ({batch})" for batch, value in ordered)
+
+
 def _parse_labels(values: Sequence[str]) -> dict[str, str]:
     labels = {}
     for item in values:
@@ -268,14 +290,21 @@ def lineage(tag: str, as_json: bool) -> None:
             entry["tag"],
             entry["kind"],
             entry["parent"] or "-",
-            _fmt(metrics["accuracy"]),
-            _fmt(delta.get("accuracy")),
-            _fmt(delta.get("params_ratio")),
-            _fmt(delta.get("macs_ratio")),
-            json.dumps(metrics["speedup"]) if metrics["speedup"] is not None else "",
+            _accuracy(metrics["accuracy"], delta.get("accuracy")),
+            _ratio(delta.get("params_ratio")),
+            _ratio(delta.get("macs_ratio")),
+            _speedups(metrics["speedup"]),
         )
 
-    headers = ("TAG", "KIND", "PARENT", "ACCURACY", "ΔACC", "PARAMS×", "MACS×", "SPEEDUP")
+    headers = (
+        "TAG",
+        "KIND",
+        "PARENT",
+        "ACCURACY (Δ points)",
+        "PARAMS",
+        "MACS",
+        "SPEEDUP (batch size)",
+    )
     _emit(as_json, chain, lambda: _table(headers, [row(e) for e in chain]))
 
 
@@ -340,12 +369,20 @@ def _aliases_suffix(version: Version) -> str:
 def promote(tag: str, shadow_previous: bool, actor: str, reason: str, as_json: bool) -> None:
     """Make TAG the champion of its model (sha256-checked first).
 
+    Promoting the current champion changes nothing, records nothing and succeeds.
+
     \b
     Example:
       pruneguard models promote digits-cnn:3f2a9c0d1e2b4a5f --shadow-previous --reason "review ok"
     """
-    event = _registry().promote(tag, actor=actor, reason=reason, shadow_previous=shadow_previous)
-    _emit(as_json, event.to_dict(), lambda: _move_line(event))
+    registry = _registry()
+    name = tag.split(":", 1)[0]
+    if registry.aliases(name).get("champion") == tag:
+        unchanged = {"model": name, "alias": "champion", "to_version": tag, "changed": False}
+        _emit(as_json, unchanged, lambda: f"{tag} is already champion of {name}; nothing changed")
+        return
+    event = registry.promote(tag, actor=actor, reason=reason, shadow_previous=shadow_previous)
+    _emit(as_json, {**event.to_dict(), "changed": True}, lambda: _move_line(event))
 
 
 def _move_line(event: Event) -> str:

@@ -41,6 +41,7 @@ __all__ = ["UNCHECKED", "Registry", "open_registry"]
 
 
 DEFAULT_RUN_ALIASES = {"champion": "pruned", "shadow": "dense", "baseline": "dense"}
+NOTE_ACTIONS = ("accepted", "refused")  # verdicts recorded by Registry.record
 
 
 def open_registry(url: str | None = None, *, home: Path | None = None) -> Registry:
@@ -106,11 +107,13 @@ class Registry:
         actor: str,
         set_aliases: bool = True,
         aliases: Mapping[str, str] | None = None,
+        reason: str = "first prune run registered",
     ) -> tuple[Version, Version]:
         """Register a prune run: dense, then pruned with dense as its parent.
 
         For the first pruned version of a model (no champion yet) the aliases are set from
-        ``aliases`` (alias -> "dense" | "pruned"; default champion=pruned, shadow=baseline=dense).
+        ``aliases`` (alias -> "dense" | "pruned"; default champion=pruned, shadow=baseline=dense),
+        with ``reason`` in their events.
         """
         plan = {
             validate_alias(a): _run_kind(k) for a, k in (aliases or DEFAULT_RUN_ALIASES).items()
@@ -126,8 +129,29 @@ class Registry:
         if set_aliases:
             by_kind = {"dense": dense.tag, "pruned": pruned.tag}
             moves = {alias: by_kind[kind] for alias, kind in plan.items()}
-            self._first_aliases(pruned.name, moves, actor=actor)
+            self._first_aliases(pruned.name, moves, actor=actor, reason=reason)
         return self.get(dense.tag), self.get(pruned.tag)
+
+    def record(
+        self,
+        tag: str,
+        *,
+        action: str,
+        actor: str,
+        reason: str = "",
+        evidence: Mapping[str, Any] | None = None,
+    ) -> Event:
+        """Append a verdict about ``tag`` to the history without moving an alias (``action``:
+        one of NOTE_ACTIONS, e.g. the acceptance gate's ``refused``)."""
+        if action not in NOTE_ACTIONS:
+            raise ConfigError(f"action {action!r}: a note is one of {', '.join(NOTE_ACTIONS)}")
+        name, _ = split_tag(tag)
+        self.get(tag)  # NotFound for an unregistered tag
+        with db.translate_errors(self.url), db.write_tx(self.engine) as conn:
+            return q.append_event(
+                conn, actor=actor, action=action, model=name, to_version=tag, reason=reason,
+                evidence=evidence,
+            )  # fmt: skip
 
     def import_archive(self, archive: str | os.PathLike[str], *, actor: str) -> Version:
         """Import a ``.bentomodel`` written by :meth:`export` (another machine's version)."""
@@ -357,11 +381,12 @@ class Registry:
             raise Conflict(f"{target} is already the champion of {name!r}; nothing to roll back")
         return current, target
 
-    def _first_aliases(self, name: str, moves: Mapping[str, str], *, actor: str) -> None:
+    def _first_aliases(
+        self, name: str, moves: Mapping[str, str], *, actor: str, reason: str
+    ) -> None:
         """Set ``moves`` in one transaction, only while ``name`` has no champion (so of two
         first runs registered at once, one sets the aliases and the other leaves them)."""
         shas = {tag: self._verified_sha(tag) for tag in set(moves.values())}
-        reason = "first prune run registered"
         with db.translate_errors(self.url), db.write_tx(self.engine) as conn:
             q.lock_revision(conn)
             if q.alias_value(conn, name, "champion") is not None:

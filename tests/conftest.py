@@ -68,6 +68,12 @@ def amtool_bin() -> str:
     return _binary("amtool", "prometheus-alertmanager")
 
 
+@pytest.fixture(scope="session")
+def tmux_bin() -> str:
+    """A real terminal for tests that look at the screen as a person would."""
+    return _binary("tmux", "tmux")
+
+
 @pytest.fixture
 def artifact_factory(tmp_path: Path):  # type: ignore[no-untyped-def]
     """``artifact_factory(name=..., kind=..., seed=...) -> Path``: a real, valid artifact dir."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +58,16 @@ def test_quick_demo_closes_the_loop(tmp_path: Path) -> None:
     assert decision["verdict"] == "fail" and decision["failing"]
     gap = next(c for c in event["evidence"]["checks"] if c["name"] == "accuracy_gap")
     assert gap["detail"]["shadow_accuracy"] > gap["detail"]["champion_accuracy"]
+
+    # the commands the demo prints work as typed, from the directory it ran in
+    printed = done.stdout.split("=== try it yourself", 1)[1].splitlines()[1:]
+    commands = [line.strip() for line in printed if line.strip().startswith("pruneguard models")]
+    assert len(commands) == 4, done.stdout[-3000:]
+    for command in commands:
+        argv = [PRUNEGUARD, *shlex.split(command)[1:]]
+        typed = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+        assert typed.returncode == 0 and typed.stdout.strip(), (command, typed.stderr)
+    assert "digits-cnn" in typed.stdout  # lineage names the versions
 
     summary = (home / "summary.html").read_text()
     assert "Rollback timeline" in summary and "ROLLBACK by agent:" in summary

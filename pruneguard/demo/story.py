@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shlex
 import signal
 import sys
 import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -108,12 +110,12 @@ def register(registry: Registry, config: DemoConfig, timeline: Timeline) -> tupl
         actor=ACTOR,
         aliases={"champion": "dense", "baseline": "dense"},
     )
-    registry.promote(
-        pruned.tag,
-        actor=ACTOR,
-        reason="pruned model passed its accuracy budget offline",
-        shadow_previous=True,
-    )
+    acceptance = pruned.manifest["pruning"]["acceptance"]
+    if not acceptance["passed"]:  # the story needs a pruned champion the gate let through
+        raise DemoError(f"the pruned model was not accepted: {acceptance['reason']}")
+    registry.record(pruned.tag, action="accepted", actor=ACTOR, reason=acceptance["reason"],
+                    evidence={"acceptance": acceptance})  # fmt: skip
+    registry.promote(pruned.tag, actor=ACTOR, reason=acceptance["reason"], shadow_previous=True)
     aliases = registry.aliases(pruned.name)
     timeline.add(
         f"registered {dense.tag} (dense) and {pruned.tag} (pruned); aliases "
@@ -228,7 +230,7 @@ def _wait_report(story: Story, model: str, agent_url: str) -> None:
 
 
 def _check_history(story: Story) -> None:
-    section("pruneguard models history --all --json")
+    section(f"pruneguard models history --all --json --home {shlex.quote(str(story.config.home))}")
     text = models_cli(story.config, "history", "--all", "--json")
     print(history_table(json.loads(text)))
     events = rollback_events(text)
@@ -294,6 +296,19 @@ def run_demo(config: DemoConfig) -> int:
     return _finish(story, pruned, shifts)
 
 
+def try_commands(home: Path, pruned: dict[str, Any]) -> list[str]:
+    """Commands that work as typed on the demo's registry (its home is not the default one)."""
+    name = str(pruned["name"])
+    tag = f"{name}:{str(pruned['files']['model.onnx'])[:16]}"
+    where = f"--home {shlex.quote(str(home))}"
+    return [
+        f"pruneguard models history --all {where}",
+        f"pruneguard models list {name} {where}",
+        f"pruneguard models aliases {name} {where}",
+        f"pruneguard models lineage {tag} {where}",
+    ]
+
+
 def _finish(story: Story, pruned: dict[str, Any], shifts: ShiftChoice) -> int:
     section("timeline")
     print("\n".join(story.timeline.lines()))
@@ -304,6 +319,9 @@ def _finish(story: Story, pruned: dict[str, Any], shifts: ShiftChoice) -> int:
     print("  (while the demo runs; grafana/prometheus/prometheus.yml shows a scrape config)")
     print(f"  logs: {story.config.logs / 'serve.log'}, {story.config.logs / 'agent.log'}")
     print(f"  summary: {path}")
+    section("try it yourself (from this directory; the demo's registry is under --home)")
+    for command in try_commands(story.config.home, pruned):
+        print(f"  {command}")
     if story.outcome.closed:
         print("\nthe loop closed: the agent rolled the pruned champion back by itself")
         return 0

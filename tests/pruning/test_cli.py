@@ -4,6 +4,7 @@ the fix, and nothing left in --out."""
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,6 +88,34 @@ def test_ratio_out_of_range(tmp_path: Path, ratio: str) -> None:
     _fails_cleanly(tmp_path, recipe, f"target.ratio={ratio}", "must be > 0 and < 1")
 
 
+def test_factory_without_input_shape_takes_it_from_the_data(tmp_path: Path) -> None:
+    (tmp_path / "tinynet.py").write_text(TINYNET)
+    body = (
+        "name: tiny\nmodel: {factory: 'tinynet:make'}\ndata: {builtin: digits}\n"
+        "method: channel\ncriterion: l1\ntarget: {ratio: 0.5}\n"
+        "accept: {max_accuracy_drop: 1.0, min_speedup: 0.01}\n"
+        "export: {batch_sizes: [1], latency_blocks: 2, latency_runs: 3}\n"
+    )
+    out = tmp_path / "out"
+    result = CliRunner().invoke(prune, [str(_recipe(tmp_path, body)), "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    io = json.loads((out / "pruned" / "manifest.json").read_text())["io"]
+    assert io["inputs"][0]["shape"] == ["batch", 1, 8, 8]
+
+
+def test_a_model_that_cannot_take_the_data_names_the_shape_tried(tmp_path: Path) -> None:
+    # its own module name: another test's `tinynet` may already be imported
+    (tmp_path / "widenet.py").write_text(TINYNET.replace("width * 64", "width * 100"))
+    recipe = _recipe(
+        tmp_path,
+        "name: tiny\nmodel: {factory: 'widenet:make'}\ndata: {builtin: digits}\n"
+        "method: channel\ncriterion: l1\ntarget: {ratio: 0.5}\n",
+    )
+    _fails_cleanly(
+        tmp_path, recipe, "fails on an input of shape [1, 1, 8, 8]", "the data's first batch"
+    )
+
+
 def test_factory_that_does_not_import(tmp_path: Path) -> None:
     recipe = _recipe(
         tmp_path,
@@ -142,12 +171,15 @@ def test_target_that_cannot_be_reached(tmp_path: Path) -> None:
     )
 
 
-def test_accuracy_budget_missed_writes_nothing(tmp_path: Path) -> None:
+def test_accuracy_budget_missed_writes_both_and_exits_1(tmp_path: Path) -> None:
     body = DIGITS.replace("epochs: 2", "epochs: 3")
     recipe = _recipe(tmp_path, body + "target: {ratio: 0.9}\naccept: {max_accuracy_drop: 0.0}\n")
-    _fails_cleanly(
-        tmp_path, recipe, "points below the dense", "accept.max_accuracy_drop allows 0.00"
-    )
+    out = tmp_path / "out"
+    result = CliRunner().invoke(prune, [str(recipe), "--out", str(out), "--quiet"])
+    assert result.exit_code == 1, result.output
+    assert "NOT accepted: accuracy" in result.stderr
+    assert "accept.max_accuracy_drop allows 0.00" in result.stderr.splitlines()[-1]
+    assert sorted(p.name for p in out.iterdir()) == ["dense", "pruned"]  # written, for a look
 
 
 def test_unknown_recipe_name(tmp_path: Path) -> None:

@@ -47,15 +47,20 @@ def test_exported_model_runs_any_batch_and_matches_torch(
     assert parity(model, path, x) < 1e-4
 
 
-def test_export_prints_nothing_on_stdout(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+def test_export_is_quiet_unless_verbose(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PRUNEGUARD_VERBOSE", raising=False)
     model = build_builtin("digits-cnn", width=8)
-    export_onnx(
-        model, torch.randn(3, 1, 8, 8), tmp_path / "m.onnx", input_name="x", output_name="y"
-    )
+    x = torch.randn(3, 1, 8, 8)
+    export_onnx(model, x, tmp_path / "m.onnx", input_name="x", output_name="y")
     captured = capfd.readouterr()
-    assert captured.out == ""
-    assert "torch.onnx" in captured.err  # the exporter's progress went to stderr instead
+    assert captured.out == "" and "torch.onnx" not in captured.err  # held back
     assert model.training  # the caller's mode is restored
+    monkeypatch.setenv("PRUNEGUARD_VERBOSE", "1")
+    export_onnx(model, x, tmp_path / "v.onnx", input_name="x", output_name="y")
+    captured = capfd.readouterr()
+    assert captured.out == "" and "[torch.onnx]" in captured.err  # shown, on stderr
 
 
 def test_export_bakes_masks_into_a_copy(tmp_path: Path) -> None:
@@ -72,3 +77,26 @@ def test_export_bakes_masks_into_a_copy(tmp_path: Path) -> None:
     ]
     assert fc and np.isclose((fc[0] == 0).mean(), 0.5)
     assert parity(model, tmp_path / "m.onnx", torch.randn(4, 1, 8, 8)) < 1e-4
+
+
+def test_exporter_output_is_held_back_and_shown_when_the_export_fails(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    import os
+
+    from pruneguard.pruning.export import exporter_output
+
+    with exporter_output(verbose=False):
+        print("[torch.onnx] step 1")  # Python level
+        os.write(2, b"C-level chatter\n")  # what a native library writes
+    quiet = capfd.readouterr()
+    assert quiet.out == "" and quiet.err == ""
+    with pytest.raises(RuntimeError, match="export broke"), exporter_output(verbose=False):
+        print("[torch.onnx] step 2")
+        raise RuntimeError("export broke")
+    failed = capfd.readouterr()
+    assert failed.out == "" and "[torch.onnx] step 2" in failed.err
+    with exporter_output(verbose=True):
+        print("[torch.onnx] step 3")
+    shown = capfd.readouterr()
+    assert shown.out == "" and "[torch.onnx] step 3" in shown.err  # stdout stays for --json

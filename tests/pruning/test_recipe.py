@@ -80,7 +80,6 @@ BAD = [
         {"model": {"factory": "not a factory", "input_shape": [1, 8, 8]}},
         ["model.factory=", "module:callable"],
     ),
-    ({"model": {"factory": "pkg.mod:make"}}, ["model.input_shape is missing"]),
     (
         {"model": {"builtin": "digits-cnn", "weights": "w.safetensors"}},
         ["model.weights", "factory"],

@@ -173,3 +173,19 @@ def test_importing_a_file_that_is_not_an_archive_is_one_line(pruneguard_home, tm
     result = run(f"sqlite:///{pruneguard_home / 'registry.db'}", "import", str(junk))
     assert result.exit_code == 1
     assert "is not a BentoML model archive" in result.output and "Traceback" not in result.output
+
+
+def test_lineage_table_formats_ratios_and_accuracy_changes(registry, db_url, three_versions):
+    _, pruned, _ = three_versions
+    chain = json.loads(run(db_url, "lineage", pruned, "--json").stdout)
+    metrics, delta = chain[1]["metrics"], chain[1]["delta"]
+    table = run(db_url, "lineage", pruned)
+    assert table.exit_code == 0, table.output
+    row = next(line for line in table.stdout.splitlines() if line.startswith(pruned))
+    points = delta["accuracy"] * 100
+    sign = "−" if points < 0 else "+"
+    assert f"{metrics['accuracy']:.4f} ({sign}{abs(points):.2f})" in row
+    assert f"{delta['macs_ratio']:.2f}×" in row
+    speedups = sorted(metrics["speedup"].items(), key=lambda kv: int(kv[0]))
+    assert " / ".join(f"{v:.2f}× ({b})" for b, v in speedups) in row
+    assert "{" not in table.stdout  # no raw JSON in a table
