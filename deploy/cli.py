@@ -25,7 +25,6 @@ __all__ = ["build_command", "serve"]
 
 SERVICE = "pruneguard.deploy.service:PruneguardService"
 LAUNCHER = "pruneguard.deploy.launch"  # `python -m pruneguard.deploy.launch ARGS` = `bentoml ARGS`, private metrics dir
-ROOT = SOURCE_ROOT  # `python -m pruneguard.deploy...` imports from here
 
 
 def build_command(config: object, *, host: str, port: int) -> tuple[list[str], dict[str, str]]:
@@ -51,7 +50,7 @@ def build_command(config: object, *, host: str, port: int) -> tuple[list[str], d
         "--port",
         str(port),
         "--working-dir",
-        str(ROOT),
+        str(SOURCE_ROOT),
     ]
     return argv, env
 

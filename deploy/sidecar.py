@@ -59,7 +59,6 @@ log = logging.getLogger(__name__)
 _PREFIX = struct.Struct("<II")
 _ARRAYS = ("batch", "classes", "probabilities")
 _STOP = object()
-ROOT = SOURCE_ROOT  # `python -m pruneguard.deploy...` imports from here
 
 
 # --- wire format ----------------------------------------------------------------------------
@@ -276,7 +275,7 @@ class Sidecar:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 env=self._child_env(),
-                cwd=ROOT,
+                cwd=SOURCE_ROOT,
             )
         except OSError as exc:
             log.error("sidecar: cannot start (%s)", exc)
@@ -288,7 +287,7 @@ class Sidecar:
     def _child_env(self) -> dict[str, str]:
         env = {**os.environ, **self.config.to_env()}
         env.pop(ENV["admin_token"], None)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SOURCE_ROOT), env.get("PYTHONPATH")]))
         return env
 
     def _close(self, timeout: float) -> None:

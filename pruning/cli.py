@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import click
 
+from pruneguard.pruning.progress import VERBOSE_ENV
 from pruneguard.registry.errors import PruneguardError
 
 PROMOTE_MODES = ("auto", "always", "never")
@@ -36,7 +37,7 @@ def _one_line_errors() -> Iterator[None]:
 
 def _verbose(ctx: click.Context, param: click.Parameter, value: bool) -> None:
     if value:  # read where the exporter runs (pruning.export.exporter_output)
-        os.environ["PRUNEGUARD_VERBOSE"] = "1"
+        os.environ[VERBOSE_ENV] = "1"
 
 
 def _work_options(command: F) -> F:
@@ -57,7 +58,7 @@ def _work_options(command: F) -> F:
             "-v",
             is_flag=True,
             expose_value=False,
-            envvar="PRUNEGUARD_VERBOSE",
+            envvar=VERBOSE_ENV,
             show_envvar=True,
             callback=_verbose,
             help="Also show the ONNX exporter's own output (shown anyway when an export fails).",

@@ -4,7 +4,7 @@ PruneguardError                    (registry.errors)
  ├── ConfigError(ValueError)       (registry.errors)
  │    ├── TargetUnreachable        a ratio / MAC / sparsity target the model cannot reach
  │    └── WeightsError             weights that are missing, mismatched or unsafe (pickle)
- └── AcceptanceFailed              the pruned model missed the recipe's accuracy budget
+ └── AcceptanceFailed              the pruned model missed the acceptance gate (accuracy, speed)
 """
 
 from __future__ import annotations

@@ -14,14 +14,13 @@ from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
+from pruneguard.pruning.progress import VERBOSE_ENV
+
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["VERBOSE_ENV", "export_onnx", "exporter_output", "parity"]
-
-
-VERBOSE_ENV = "PRUNEGUARD_VERBOSE"  # set to 1 by `pruneguard prune --verbose`
+__all__ = ["export_onnx", "exporter_output", "parity"]
 
 
 @contextlib.contextmanager

@@ -8,7 +8,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-__all__ = ["Steps", "steps"]
+__all__ = ["VERBOSE_ENV", "Steps", "steps"]
+
+# 1: also show what third-party tools print (the ONNX exporter); `pruneguard prune --verbose`
+VERBOSE_ENV = "PRUNEGUARD_VERBOSE"
 
 
 class Steps(Protocol):
