@@ -87,7 +87,11 @@ _KNOBS: tuple[tuple[str, Any, str, str], ...] = (
      "Seconds between registry revision checks. [default: 2.0]"),
     ("--workers", int, "PRUNEGUARD_SERVE_WORKERS", "BentoML worker processes. [default: 1]"),
     ("--max-batch", int, "PRUNEGUARD_MAX_BATCH",
-     "Most rows accepted per /predict request. [default: 64]"),
+     "Most rows (or texts) accepted per /predict request. [default: 64]"),
+    ("--max-text-chars", int, "PRUNEGUARD_MAX_TEXT_CHARS",
+     "Most characters accepted in one text. [default: 10000]"),
+    ("--log-text-chars", int, "PRUNEGUARD_LOG_TEXT_CHARS",
+     "Characters of each text kept in the prediction log; 0 keeps none. [default: 200]"),
 )  # fmt: skip
 
 

@@ -34,6 +34,8 @@ ENV: dict[str, str] = {
     "log_batch": "PRUNEGUARD_LOG_BATCH",
     "log_flush_s": "PRUNEGUARD_LOG_FLUSH",
     "max_batch": "PRUNEGUARD_MAX_BATCH",
+    "max_text_chars": "PRUNEGUARD_MAX_TEXT_CHARS",
+    "log_text_chars": "PRUNEGUARD_LOG_TEXT_CHARS",
     "retention_s": "PRUNEGUARD_RETENTION_S",
     "retention_rows": "PRUNEGUARD_RETENTION_ROWS",
     "ort_threads": "PRUNEGUARD_ORT_THREADS",
@@ -57,7 +59,9 @@ class ServeConfig:
     log_queue: int = 10_000  # pending prediction-log rows per worker; beyond it rows are dropped
     log_batch: int = 256  # rows per database write
     log_flush_s: float = 0.5  # longest a row waits before being written
-    max_batch: int = 64  # rows accepted in one /predict request
+    max_batch: int = 64  # rows (or texts) accepted in one /predict request
+    max_text_chars: int = 10_000  # characters accepted in one text
+    log_text_chars: int = 200  # characters of each text kept in the prediction log (0: none)
     retention_s: float = 7 * 24 * 3600.0  # prediction-log rows older than this are deleted
     retention_rows: int = 1_000_000  # and at most this many are kept
     ort_threads: int = 1  # intra-op threads per ONNX Runtime session (0: ORT decides)
@@ -73,11 +77,13 @@ class ServeConfig:
         _check(self.ort_threads >= 0, "ort_threads", self.ort_threads, ">= 0")
         _check(self.shadow_mode in SHADOW_MODES, "shadow_mode", self.shadow_mode, "process, thread")
         _check(0 <= self.shadow_nice <= 19, "shadow_nice", self.shadow_nice, "0..19")
+        _check(self.log_text_chars >= 0, "log_text_chars", self.log_text_chars, ">= 0")
         for name in (
             "shadow_queue",
             "log_queue",
             "log_batch",
             "max_batch",
+            "max_text_chars",
             "retention_rows",
             "workers",
         ):
@@ -144,6 +150,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "log_queue": int,
     "log_batch": int,
     "max_batch": int,
+    "max_text_chars": int,
+    "log_text_chars": int,
     "retention_rows": int,
     "ort_threads": int,
     "workers": int,

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from pruneguard.deploy.config import ServeConfig
-from pruneguard.deploy.logwriter import LogSink, LogWriter, prediction_rows
+from pruneguard.deploy.logwriter import LogSink, LogWriter, logged_features, prediction_rows
 from pruneguard.deploy.metrics import ServingMetrics
 from pruneguard.deploy.model import Prediction
 from pruneguard.deploy.shadow import Comparison, ShadowJob, ShadowRunner
@@ -78,7 +78,7 @@ class InWorker:
         self.logwriter.put(
             prediction_rows(
                 self.model, job.request_ids, job.ts, "champion", job.champion_version,
-                job.batch, job.champion,
+                logged_features(job.batch, job.features), job.champion,
             )
         )  # fmt: skip
         if job.shadow is None:
@@ -102,6 +102,6 @@ class InWorker:
         self.logwriter.put(
             prediction_rows(
                 self.model, job.request_ids, job.ts, "shadow", job.shadow.version,
-                job.batch, answer, features=False,
+                None, answer,
             )
         )  # fmt: skip

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from pruneguard.deploy.model import Prediction
 
-__all__ = ["LogSink", "LogWriter", "prediction_rows"]
+__all__ = ["LogSink", "LogWriter", "logged_features", "prediction_rows"]
 
 log = logging.getLogger(__name__)
 _STOP = object()
@@ -157,23 +157,32 @@ class LogWriter:
             log.info("prediction log: pruned %d rows", removed)
 
 
+def logged_features(batch: np.ndarray, features: Sequence[Any] | None) -> list[Any]:
+    """What the prediction log keeps of each row: ``features`` when the request gave them
+    (a text's summary), else the flattened input row."""
+    import numpy as np
+
+    if features is not None:
+        return list(features)
+    return batch.reshape(len(batch), -1).astype(np.float64).tolist()
+
+
 def prediction_rows(
     model: str,
     request_ids: Sequence[str],
     ts: float,
     variant: str,
     version: str,
-    batch: np.ndarray,
+    features: Sequence[Any] | None,
     answer: Prediction,
-    *,
-    features: bool = True,
 ) -> list[Mapping[str, Any]]:
-    """One prediction-log row per request id. A shadow row's features are ``[]``: the
-    champion row of the same request_id holds them, and ``read_window`` fills them in."""
+    """One prediction-log row per request id. A shadow row's ``features`` are None (stored
+    as ``[]``): the champion row of the same request_id holds them, and ``read_window``
+    fills them in. ``probabilities`` holds the decoded outputs: class probabilities, or the
+    embedding (DESIGN §3.8)."""
     import numpy as np
 
-    inputs = batch.reshape(len(batch), -1).astype(np.float64).tolist() if features else None
-    probabilities = answer.probabilities.astype(np.float64).tolist()
+    outputs = answer.outputs.astype(np.float64).tolist()
     classes = answer.classes.tolist()
     latency_ms = answer.latency_s * 1000.0
     return [
@@ -183,9 +192,9 @@ def prediction_rows(
             "model": model,
             "variant": variant,
             "version": version,
-            "features": inputs[i] if inputs is not None else [],
+            "features": features[i] if features is not None else [],
             "prediction": int(classes[i]),
-            "probabilities": probabilities[i],
+            "probabilities": outputs[i],
             "latency_ms": latency_ms,
         }
         for i, request_id in enumerate(request_ids)

@@ -32,6 +32,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "pruneguard_inference_duration_seconds",
     "pruneguard_shadow_comparisons_total",
     "pruneguard_shadow_probability_distance",
+    "pruneguard_shadow_cosine",
     "pruneguard_shadow_dropped_total",
     "pruneguard_model_info",
     "pruneguard_model_reloads_total",
@@ -44,6 +45,7 @@ METRIC_NAMES: tuple[str, ...] = (
 DROP_REASONS = ("queue_full", "error")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 DISTANCE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
+COSINE_BUCKETS = (0.5, 0.7, 0.8, 0.85, 0.9, 0.925, 0.95, 0.975, 0.99, 0.999, 1.0)
 
 
 class ServingMetrics:
@@ -68,7 +70,8 @@ class ServingMetrics:
         )
         self.shadow_comparisons = Counter(
             "pruneguard_shadow_comparisons_total",
-            "Rows compared between champion and shadow, by whether their classes agree.",
+            "Rows compared between champion and shadow, by whether their answers agree (same "
+            "class; embeddings: cosine >= 0.9).",
             ["model", "outcome"],
             registry=reg,
         )
@@ -77,6 +80,13 @@ class ServingMetrics:
             "Total-variation distance between champion and shadow probabilities, per row.",
             ["model"],
             buckets=DISTANCE_BUCKETS,
+            registry=reg,
+        )
+        self.shadow_cosine = Histogram(
+            "pruneguard_shadow_cosine",
+            "Cosine between champion and shadow embeddings of the same text (embedding task).",
+            ["model"],
+            buckets=COSINE_BUCKETS,
             registry=reg,
         )
         self.shadow_dropped = Counter(

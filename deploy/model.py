@@ -1,4 +1,5 @@
-"""One loaded model version: an ONNX Runtime session plus its manifest's io spec."""
+"""One loaded model version: an ONNX Runtime session, its manifest's io spec and task, and
+(for a text model) its tokenizer."""
 
 from __future__ import annotations
 
@@ -9,26 +10,26 @@ from typing import Any
 
 import numpy as np
 
-from pruneguard.deploy.validation import InputSpec, ValidationError, validate_inputs
+from pruneguard.deploy.text import TextEncoder
+from pruneguard.deploy.validation import InputSpec, ValidationError, input_specs, validate_inputs
 from pruneguard.registry.artifact import MODEL, read_manifest
 from pruneguard.registry.errors import ArtifactError
+from pruneguard.registry.tasks import Decoded, Task, task_for, text_spec
 
-__all__ = ["LoadedModel", "Prediction", "softmax"]
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
+__all__ = ["LoadedModel", "Prediction"]
 
 
 @dataclass(frozen=True)
 class Prediction:
-    """A batch's answer: class index and probabilities per row, and the session's time."""
+    """A batch's answer as its task decodes it (:mod:`registry.tasks`), and the session's time."""
 
-    classes: np.ndarray  # [batch] int64
-    probabilities: np.ndarray  # [batch, n_classes] float32
+    classes: np.ndarray  # [batch] int64: the class, or -1 where the task has none
+    outputs: np.ndarray  # [batch, k] float32: class probabilities, or the embedding
     latency_s: float
+
+    @property
+    def decoded(self) -> Decoded:
+        return Decoded(self.classes, self.outputs)
 
 
 @dataclass(frozen=True)
@@ -39,10 +40,11 @@ class LoadedModel:
     path: Path  # the artifact directory (a shadow process opens its own session from it)
     kind: str
     manifest: dict[str, Any]
-    spec: InputSpec
+    spec: InputSpec  # the first input (a text model's input_ids)
     output_name: str
-    outputs_probabilities: bool
+    task: Task
     session: Any  # onnxruntime.InferenceSession (thread-safe for run())
+    text: TextEncoder | None = None  # set for a model that takes texts
 
     @property
     def name(self) -> str:
@@ -60,11 +62,18 @@ class LoadedModel:
     @classmethod
     def load(cls, path: Path, *, tag: str, threads: int = 1) -> LoadedModel:
         """Open ``path`` (an artifact dir already verified by the registry) and run it once
-        on zeros, so a graph that cannot run is refused before it serves traffic."""
+        (on zeros, or on a text), so a graph that cannot run is refused before it serves."""
         import onnxruntime as ort
 
         manifest = read_manifest(path)
-        spec = InputSpec.from_manifest(manifest)
+        specs = input_specs(manifest)
+        text_io = text_spec(manifest)
+        text = TextEncoder.load(Path(path), text_io, [s.name for s in specs]) if text_io else None
+        if text is None and len(specs) != 1:
+            raise ArtifactError(
+                f"{tag}: {len(specs)} inputs and no io.text; pruneguard serves one tensor input, "
+                "or a text model's tokenizer inputs"
+            )
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -80,35 +89,55 @@ class LoadedModel:
             path=Path(path),
             kind=str(manifest.get("kind", "unknown")),
             manifest=manifest,
-            spec=spec,
+            spec=specs[0],
             output_name=output_name,
-            outputs_probabilities="prob" in output_name.lower(),
+            task=task_for(manifest, output_name=output_name),
             session=session,
+            text=text,
         )
         model._smoke_test()
         return model
 
     def _smoke_test(self) -> None:
-        row = [1 if isinstance(dim, str) else dim for dim in self.spec.shape[1:]]
-        zeros = np.zeros([1, *row], dtype=self.spec.dtype)
+        if self.text is not None:
+            batch = self.encode(["pruneguard checks that this model runs."])[0]
+        else:
+            row = [1 if isinstance(dim, str) else dim for dim in self.spec.shape[1:]]
+            batch = np.zeros([1, *row], dtype=self.spec.dtype)
         try:
-            out = self.predict(zeros)
+            out = self.predict(batch)
         except Exception as exc:
             raise ArtifactError(f"{self.tag}: a test inference failed: {exc}") from exc
         n = self.n_classes
-        if out.probabilities.ndim != 2 or (n is not None and out.probabilities.shape[1] != n):
+        if out.outputs.ndim != 2 or (n is not None and out.outputs.shape[1] != n):
             raise ArtifactError(
-                f"{self.tag}: output {self.output_name} has shape {list(out.probabilities.shape)}, "
+                f"{self.tag}: output {self.output_name} has shape {list(out.outputs.shape)}, "
                 f"expected [batch, {n}] from the manifest's class_labels"
             )
 
     def validate(self, inputs: Any, *, max_batch: int) -> np.ndarray:
+        if self.text is not None:
+            raise ValidationError(
+                f'{self.name} is a text model: send {{"texts": ["..."]}}, not inputs',
+                problem="type",
+            )
         return validate_inputs(inputs, self.spec, max_batch=max_batch)
 
+    def encode(self, texts: list[str]) -> tuple[np.ndarray, list[Any]]:
+        """Tokenized ``texts`` as one stacked batch (see :mod:`deploy.text`)."""
+        if self.text is None:
+            raise ValidationError(
+                f'{self.name} takes tensors: send {{"inputs": rows shaped '
+                f"{self.spec.row_shape_text()}}}, not texts",
+                problem="type",
+            )
+        return self.text.encode(texts)
+
     def predict(self, batch: np.ndarray) -> Prediction:
+        feeds = self.text.feeds(batch) if self.text is not None else {self.spec.name: batch}
         start = time.perf_counter()
         try:
-            (raw,) = self.session.run([self.output_name], {self.spec.name: batch})
+            (raw,) = self.session.run([self.output_name], feeds)
         except Exception as exc:
             # ORT's InvalidArgument: the rows passed the io spec (e.g. its dynamic dimensions)
             # but not the graph. That is the request's fault, not the server's.
@@ -119,8 +148,5 @@ class LoadedModel:
                 problem="rejected_by_model",
             ) from exc
         latency = time.perf_counter() - start
-        raw = np.asarray(raw, dtype=np.float32).reshape(len(batch), -1)
-        probabilities = raw if self.outputs_probabilities else softmax(raw)
-        return Prediction(
-            classes=probabilities.argmax(axis=1), probabilities=probabilities, latency_s=latency
-        )
+        decoded = self.task.decode(np.asarray(raw).reshape(len(batch), -1))
+        return Prediction(classes=decoded.classes, outputs=decoded.outputs, latency_s=latency)

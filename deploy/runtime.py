@@ -24,9 +24,11 @@ from pruneguard.deploy.model import LoadedModel, Prediction
 from pruneguard.deploy.shadow import ShadowJob
 from pruneguard.deploy.sidecar import Sidecar
 from pruneguard.deploy.swap import ModelSwapper, RegistryView
+from pruneguard.deploy.text import text_features, validate_texts
 from pruneguard.deploy.validation import ValidationError, validate_feedback
 from pruneguard.registry.errors import Unavailable
 from pruneguard.registry.settings import mask_url
+from pruneguard.registry.tasks import CLASSIFICATION
 
 __all__ = ["NotReady", "Replica"]
 
@@ -104,8 +106,10 @@ class Replica:
         return self.swapper.current.champion is not None
 
     # --- requests -------------------------------------------------------------------------
-    def predict(self, inputs: Any) -> dict[str, Any]:
-        """Answer from the champion; :class:`ValidationError` (400) or :class:`NotReady` (503)."""
+    def predict(self, inputs: Any = None, texts: Any = None) -> dict[str, Any]:
+        """Answer from the champion; :class:`ValidationError` (400) or :class:`NotReady` (503).
+
+        Exactly one of ``inputs`` (tensor rows) and ``texts`` (a text model's) is given."""
         deployment = self.swapper.current
         champion = deployment.champion
         if champion is None:
@@ -114,7 +118,7 @@ class Replica:
                 "`pruneguard models promote TAG` (see /readyz)"
             )
         try:
-            batch = champion.validate(inputs, max_batch=self.config.max_batch)
+            batch, features = self._batch(champion, inputs, texts)
             answer = champion.predict(batch)
         except ValidationError as exc:
             self.metrics.invalid_requests.labels(self.config.model, exc.problem).inc()
@@ -127,14 +131,43 @@ class Replica:
         )
         shadow = deployment.shadow
         mirror = shadow if shadow is not None and self.handoff.should_sample() else None
-        self.handoff.submit(ShadowJob(ids, ts, batch, answer, champion.version, mirror))
+        if mirror is not None and not _same_tokenizer(champion, mirror):
+            self.metrics.shadow_dropped.labels(self.config.model, "tokenizer_mismatch").inc()
+            mirror = None
+        job = ShadowJob(ids, ts, batch, answer, champion.version, mirror, features)
+        self.handoff.submit(job)
         return _response(ids, champion, answer)
+
+    def _batch(
+        self, champion: LoadedModel, inputs: Any, texts: Any
+    ) -> tuple[Any, tuple[dict[str, Any], ...] | None]:
+        """The model's batch, and what the prediction log keeps per row (None: the batch)."""
+        if (inputs is None) == (texts is None):
+            wanted = '{"texts": [...]}' if champion.text is not None else '{"inputs": [...]}'
+            raise ValidationError(
+                f"send exactly one of inputs and texts; {champion.name} takes {wanted}",
+                problem="type",
+            )
+        if texts is None:
+            return champion.validate(inputs, max_batch=self.config.max_batch), None
+        checked = validate_texts(
+            texts, max_texts=self.config.max_batch, max_chars=self.config.max_text_chars
+        )
+        batch, encodings = champion.encode(checked)
+        features = text_features(checked, encodings, keep_chars=self.config.log_text_chars)
+        return batch, tuple(features)
 
     def feedback(self, request_id: Any, label: Any) -> dict[str, Any]:
         """Record a label durably (committed before this returns)."""
         champion = self.swapper.current.champion
         n_classes = champion.n_classes if champion is not None else None
         try:
+            if champion is not None and champion.task.name != CLASSIFICATION:
+                raise ValidationError(
+                    f"{champion.name} is a {champion.task.name} model: its answers have no class "
+                    "label to give feedback on",
+                    problem="task",
+                )
             request_id, label = validate_feedback(request_id, label, n_classes=n_classes)
         except ValidationError as exc:
             self.metrics.invalid_requests.labels(self.config.model, exc.problem).inc()
@@ -162,13 +195,25 @@ def _public_config(config: ServeConfig) -> dict[str, str]:
     return public
 
 
+def _same_tokenizer(champion: LoadedModel, shadow: LoadedModel) -> bool:
+    """Whether the shadow reads the champion's tokens: both take tensors, or both carry the
+    same tokenizer file (a pruned version copies its parent's)."""
+    if champion.text is None or shadow.text is None:
+        return champion.text is shadow.text
+    name = str(champion.manifest["io"]["text"]["tokenizer"])
+    return bool(
+        champion.manifest["files"].get(name) == shadow.manifest["files"].get(name)
+        and champion.text.input_names == shadow.text.input_names
+    )
+
+
 def _response(ids: tuple[str, ...], champion: LoadedModel, answer: Prediction) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": champion.name,
         "model_version": champion.version,
+        "task": champion.task.name,
         "request_ids": list(ids),
-        "predictions": answer.classes.tolist(),
-        "probabilities": answer.probabilities.tolist(),
+        **champion.task.body(answer.decoded),
     }
     if len(ids) == 1:
         body["request_id"] = ids[0]

@@ -126,10 +126,17 @@ class PruneguardService:
         self.replica.stop()
 
     @bentoml.api(route="/predict")
-    def predict(self, inputs: list[Any], ctx: bentoml.Context) -> dict[str, Any]:
-        """Classify ``inputs`` (a batch, rows shaped as the model's io spec) with the champion."""
+    def predict(
+        self,
+        ctx: bentoml.Context,
+        inputs: list[Any] | None = None,
+        texts: list[Any] | None = None,
+    ) -> dict[str, Any]:
+        """Answer with the champion: ``inputs`` (a batch of rows shaped as the model's io
+        spec) for a tensor model, ``texts`` (a list of strings) for a text model. The answer
+        follows the model's task: classes and probabilities, or embeddings."""
         try:
-            return self.replica.predict(inputs)
+            return self.replica.predict(inputs, texts)
         except PruneguardError as exc:
             return _error(ctx, exc)
 

@@ -16,12 +16,14 @@ import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from pruneguard.deploy.batches import take_batch
 from pruneguard.deploy.metrics import ServingMetrics
 from pruneguard.deploy.model import LoadedModel, Prediction
+from pruneguard.registry.tasks import EMBEDDING, Classification, Task
 
 __all__ = [
     "Comparison",
@@ -38,10 +40,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Comparison:
-    """Champion vs shadow on the same rows."""
+    """Champion vs shadow on the same rows, compared as their task says (:mod:`registry.tasks`)."""
 
-    agree: np.ndarray  # [batch] bool: same predicted class
-    distance: np.ndarray  # [batch] total-variation distance of the probabilities, in [0, 1]
+    agree: np.ndarray  # [batch] bool: same class / embeddings within the agreement cosine
+    distance: np.ndarray  # [batch] in [0, 1]: total variation, or (1 − cosine) / 2
+    similarity: np.ndarray  # [batch]: 1 − distance, or the cosine
     champion_latency_s: float
     shadow_latency_s: float
 
@@ -49,19 +52,23 @@ class Comparison:
     def agreement(self) -> float:
         return float(self.agree.mean()) if self.agree.size else float("nan")
 
-
-def compare(champion: Prediction, shadow: Prediction) -> Comparison:
-    """Per row: do the classes agree, and TV(p, q) = ½ Σ |p_i − q_i|."""
-    if champion.probabilities.shape != shadow.probabilities.shape:
-        raise ValueError(
-            f"champion probabilities {list(champion.probabilities.shape)} and shadow "
-            f"{list(shadow.probabilities.shape)} differ in shape: the two versions disagree on "
-            "the number of classes, so they cannot be compared"
+    def part(self, rows: slice, champion_latency_s: float) -> Comparison:
+        return Comparison(
+            self.agree[rows],
+            self.distance[rows],
+            self.similarity[rows],
+            champion_latency_s,
+            self.shadow_latency_s,
         )
-    diff = np.abs(champion.probabilities.astype(np.float64) - shadow.probabilities)
+
+
+def compare(champion: Prediction, shadow: Prediction, task: Task | None = None) -> Comparison:
+    """Per row, as ``task`` compares (the shadow model's; classification by default)."""
+    paired = (task or Classification()).compare(champion.decoded, shadow.decoded)
     return Comparison(
-        agree=champion.classes == shadow.classes,
-        distance=np.clip(0.5 * diff.sum(axis=1), 0.0, 1.0),
+        agree=paired.agree,
+        distance=paired.distance,
+        similarity=paired.similarity,
         champion_latency_s=champion.latency_s,
         shadow_latency_s=shadow.latency_s,
     )
@@ -77,6 +84,8 @@ class ShadowJob:
     champion: Prediction
     champion_version: str
     shadow: LoadedModel | None  # None: logged by the sidecar, not mirrored
+    # what the prediction log keeps per row instead of the flattened batch (a text's summary)
+    features: tuple[dict[str, Any], ...] | None = None
 
 
 ResultHook = Callable[[ShadowJob, Prediction, Comparison], None]
@@ -117,6 +126,7 @@ class ShadowRunner:
         self._agree = metrics.shadow_comparisons.labels(model, "agree")
         self._disagree = metrics.shadow_comparisons.labels(model, "disagree")
         self._distance = metrics.shadow_distance.labels(model)
+        self._cosine = metrics.shadow_cosine.labels(model)
         self._full = metrics.shadow_dropped.labels(model, "queue_full")
         self._failed = metrics.shadow_dropped.labels(model, "error")
 
@@ -187,16 +197,16 @@ class ShadowRunner:
             batch = concat([job.batch for job in jobs])
             champion = Prediction(
                 classes=concat([job.champion.classes for job in jobs]),
-                probabilities=concat([job.champion.probabilities for job in jobs]),
+                outputs=concat([job.champion.outputs for job in jobs]),
                 latency_s=0.0,
             )
             answer = shadow.predict(batch)
-            result = compare(champion, answer)
+            result = compare(champion, answer, shadow.task)
         except Exception:
             log.exception("shadow %s failed on %d rows", shadow.tag, rows)
             self._failed.inc(len(jobs))
             return []
-        self._record(shadow.version, rows, answer, result)
+        self._record(shadow, rows, answer, result)
         return self._report(jobs, answer, result)
 
     def _report(
@@ -206,19 +216,19 @@ class ShadowRunner:
         for job in jobs:
             end = start + len(job.batch)
             part = slice(start, end)
-            mine = Prediction(answer.classes[part], answer.probabilities[part], answer.latency_s)
-            compared = Comparison(
-                result.agree[part], result.distance[part], job.champion.latency_s, answer.latency_s
-            )
+            mine = Prediction(answer.classes[part], answer.outputs[part], answer.latency_s)
+            compared = result.part(part, job.champion.latency_s)
             if self.on_result is not None:
                 self.on_result(job, mine, compared)
             comparisons.append(compared)
             start = end
         return comparisons
 
-    def _record(self, version: str, rows: int, answer: Prediction, result: Comparison) -> None:
+    def _record(
+        self, shadow: LoadedModel, rows: int, answer: Prediction, result: Comparison
+    ) -> None:
         self._latency.observe(answer.latency_s)
-        self.metrics.predictions.labels(self.model, "shadow", version).inc(rows)
+        self.metrics.predictions.labels(self.model, "shadow", shadow.version).inc(rows)
         agree = int(result.agree.sum())
         if agree:
             self._agree.inc(agree)
@@ -226,6 +236,9 @@ class ShadowRunner:
             self._disagree.inc(rows - agree)
         for distance in result.distance.tolist():
             self._distance.observe(distance)
+        if shadow.task.name == EMBEDDING:
+            for cosine in result.similarity.tolist():
+                self._cosine.observe(cosine)
 
 
 def concat(arrays: list[np.ndarray]) -> np.ndarray:

@@ -18,9 +18,9 @@ worker stopped or died), after logging and running what it received.
 
 Wire format, no pickle: per group of requests (same shadow version, same row shape),
 ``<II`` (header length, body length), a JSON header (per request its ids, time, champion
-version and latency; the shadow's tag and path, or null when not mirrored; each array's
-dtype and shape), then the raw bytes of the arrays concatenated over the group (batch,
-champion classes, champion probabilities).
+version, latency and the features to log, or null for the flattened batch; the shadow's tag
+and path, or null when not mirrored; each array's dtype and shape), then the raw bytes of
+the arrays concatenated over the group (batch, champion classes, champion outputs).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ __all__ = ["Sidecar", "decode_frame", "decode_jobs", "encode_jobs", "main", "rea
 log = logging.getLogger(__name__)
 
 _PREFIX = struct.Struct("<II")
-_ARRAYS = ("batch", "classes", "probabilities")
+_ARRAYS = ("batch", "classes", "outputs")
 _STOP = object()
 
 
@@ -69,11 +69,17 @@ def encode_jobs(jobs: list[ShadowJob]) -> bytes:
     arrays = [
         concat([job.batch for job in jobs]),
         concat([job.champion.classes for job in jobs]),
-        concat([job.champion.probabilities for job in jobs]),
+        concat([job.champion.outputs for job in jobs]),
     ]
     header = {
         "jobs": [
-            [list(job.request_ids), job.ts, job.champion_version, job.champion.latency_s]
+            [
+                list(job.request_ids),
+                job.ts,
+                job.champion_version,
+                job.champion.latency_s,
+                None if job.features is None else list(job.features),
+            ]
             for job in jobs
         ],
         "shadow_tag": shadow.tag if shadow is not None else None,
@@ -112,16 +118,14 @@ def decode_jobs(
     tag = header["shadow_tag"]
     model = None if tag is None else shadow(str(tag), str(header["shadow_path"]))
     jobs, start = [], 0
-    for request_ids, ts, champion_version, latency_s in header["jobs"]:
+    for request_ids, ts, champion_version, latency_s, features in header["jobs"]:
         rows = slice(start, start + len(request_ids))
         start = rows.stop
-        champion = Prediction(
-            arrays["classes"][rows], arrays["probabilities"][rows], float(latency_s)
-        )
+        champion = Prediction(arrays["classes"][rows], arrays["outputs"][rows], float(latency_s))
         jobs.append(
             ShadowJob(
                 tuple(request_ids), float(ts), arrays["batch"][rows], champion,
-                str(champion_version), model,
+                str(champion_version), model, None if features is None else tuple(features),
             )
         )  # fmt: skip
     return jobs

@@ -17,6 +17,7 @@ from pruneguard.registry.errors import ConfigError
 __all__ = [
     "InputSpec",
     "ValidationError",
+    "input_specs",
     "validate_feedback",
     "validate_inputs",
 ]
@@ -43,15 +44,13 @@ class InputSpec:
     shape: tuple[int | str, ...]
 
     @classmethod
-    def from_manifest(cls, manifest: dict[str, Any]) -> InputSpec:
+    def from_entry(cls, entry: Any) -> InputSpec:
         try:
-            inputs = manifest["io"]["inputs"]
-            (spec,) = inputs
-            name, dtype, shape = spec["name"], spec["dtype"], tuple(spec["shape"])
+            name, dtype, shape = entry["name"], entry["dtype"], tuple(entry["shape"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(
-                f"manifest io.inputs must hold exactly one {{name, dtype, shape}} entry ({exc!r}); "
-                "pruneguard serves single-input models: re-export the model with one input"
+                f"manifest io.inputs entry {entry!r} must be {{name, dtype, shape}} ({exc!r}); "
+                "rebuild the artifact with `pruneguard prune`"
             ) from exc
         if dtype not in SUPPORTED_DTYPES:
             raise ConfigError(
@@ -61,8 +60,30 @@ class InputSpec:
             raise ConfigError("input shape must start with the batch axis")
         return cls(name=str(name), dtype=str(dtype), shape=shape)
 
+    @classmethod
+    def from_manifest(cls, manifest: dict[str, Any]) -> InputSpec:
+        """The one input of a tensor model (a text model has several: :func:`input_specs`)."""
+        specs = input_specs(manifest)
+        if len(specs) != 1:
+            raise ConfigError(
+                f"manifest io.inputs holds {len(specs)} entries; a tensor model is served with "
+                "exactly one input (a text model's inputs come from its tokenizer)"
+            )
+        return specs[0]
+
     def row_shape_text(self) -> str:
         return "[" + ", ".join(str(dim) for dim in self.shape) + "]"
+
+
+def input_specs(manifest: dict[str, Any]) -> tuple[InputSpec, ...]:
+    """Every named input of the manifest's io spec, in order."""
+    inputs = (manifest.get("io") or {}).get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise ConfigError(
+            "manifest io.inputs must be a non-empty list of {name, dtype, shape}; "
+            "rebuild the artifact with `pruneguard prune`"
+        )
+    return tuple(InputSpec.from_entry(entry) for entry in inputs)
 
 
 def _fail(problem: str, message: str) -> ValidationError:

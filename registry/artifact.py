@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pruneguard.registry.errors import ArtifactCorrupt, ArtifactError
+from pruneguard.registry.tasks import task_name
 
 __all__ = [
     "FILES",
@@ -27,6 +28,7 @@ __all__ = [
     "REQUIRED_KEYS",
     "REQUIRED_METRICS",
     "SCHEMA",
+    "artifact_files",
     "read_manifest",
     "sha256_file",
     "verify",
@@ -80,6 +82,13 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+def artifact_files(root: Path) -> list[str]:
+    """Every file under ``root`` but the manifest, as sorted POSIX paths relative to it (a
+    text model's tokenizer lives in a subfolder)."""
+    found = (p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST)
+    return sorted(p.relative_to(root).as_posix() for p in found)
+
+
 def _check_manifest(manifest: Mapping[str, Any], where: str) -> None:
     missing = REQUIRED_KEYS - set(manifest)
     if missing:
@@ -96,6 +105,24 @@ def _check_manifest(manifest: Mapping[str, Any], where: str) -> None:
     missing_metrics = REQUIRED_METRICS - set(manifest["metrics"])
     if missing_metrics:
         raise ArtifactError(f"{where}: manifest metrics lack {sorted(missing_metrics)}")
+    try:
+        task_name(manifest)
+    except ArtifactError as exc:
+        raise ArtifactError(f"{where}: {exc}") from exc
+    _check_file_names(manifest.get("files"), where)
+
+
+def _check_file_names(files: Any, where: str) -> None:
+    """``files`` names paths inside the artifact: relative, no ``..``, no backslashes."""
+    if not isinstance(files, Mapping):
+        raise ArtifactError(f"{where}: manifest files must map file names to sha256 digests")
+    for name in files:
+        parts = str(name).split("/")
+        if not name or str(name).startswith("/") or "\\" in str(name) or ".." in parts:
+            raise ArtifactError(
+                f"{where}: manifest files lists {name!r}, which is not a path inside the "
+                "artifact; rebuild the artifact with `pruneguard prune`"
+            )
 
 
 def write_artifact(
@@ -108,8 +135,9 @@ def write_artifact(
     """Write an artifact atomically and return the manifest as written.
 
     ``write_files(tmp_dir)`` must create ``model.onnx`` and ``reference.parquet`` in
-    ``tmp_dir``; this function adds their sha256 under ``files``, writes the manifest and
-    renames the directory to ``dest``. On any error nothing appears at ``dest``.
+    ``tmp_dir`` (and may add more, e.g. ``tokenizer/``); this function adds every file's
+    sha256 under ``files``, writes the manifest and renames the directory to ``dest``. On any
+    error nothing appears at ``dest``.
     """
     dest = Path(dest)
     if dest.exists() and not overwrite:
@@ -122,7 +150,7 @@ def write_artifact(
             if not (tmp / name).is_file():
                 raise ArtifactError(f"artifact writer did not create {name}")
         full = dict(manifest)
-        full["files"] = {name: sha256_file(tmp / name) for name in FILES}
+        full["files"] = {name: sha256_file(tmp / name) for name in artifact_files(tmp)}
         _check_manifest(full, str(dest))
         _write_json_atomic(tmp / MANIFEST, full)
         _fsync_dir(tmp)

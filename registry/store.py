@@ -88,8 +88,10 @@ class ModelStore:
                 metadata=bentoml_metadata(manifest),
                 _model_store=self._bento_store(staging),
             ) as model:
-                for name in (*FILES, MANIFEST):
-                    shutil.copy2(Path(artifact_dir) / name, Path(model.path) / name)
+                for name in (*sorted(manifest.get("files", {}) or FILES), MANIFEST):
+                    target = Path(model.path) / name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(Path(artifact_dir) / name, target)
             return self._publish(_entry(staging, tag), tag)
 
     def import_file(self, archive: Path, check: Callable[[str, Path], None]) -> str:

@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pruneguard.deploy.model import LoadedModel, softmax
+from pruneguard.deploy.model import LoadedModel
 from pruneguard.deploy.validation import InputSpec, ValidationError
 from pruneguard.registry.errors import ArtifactError
+from pruneguard.registry.tasks import softmax
 
 
 def test_load_predicts_probabilities(artifact_factory: Any) -> None:
@@ -23,8 +24,8 @@ def test_load_predicts_probabilities(artifact_factory: Any) -> None:
         10,
     )
     answer = model.predict(np.ones((4, 1, 8, 8), np.float32))
-    np.testing.assert_allclose(answer.probabilities.sum(axis=1), 1.0, rtol=1e-5)
-    assert answer.classes.tolist() == answer.probabilities.argmax(axis=1).tolist()
+    np.testing.assert_allclose(answer.outputs.sum(axis=1), 1.0, rtol=1e-5)
+    assert answer.classes.tolist() == answer.outputs.argmax(axis=1).tolist()
     assert answer.latency_s > 0
 
 

@@ -13,11 +13,12 @@ from prometheus_client import CollectorRegistry
 from pruneguard.deploy.metrics import ServingMetrics
 from pruneguard.deploy.model import LoadedModel, Prediction
 from pruneguard.deploy.shadow import ShadowJob, ShadowRunner, compare
+from pruneguard.registry.tasks import Classification
 
 
 def _pred(probs: list[list[float]], latency: float = 0.001) -> Prediction:
     p = np.asarray(probs, dtype=np.float32)
-    return Prediction(classes=p.argmax(axis=1), probabilities=p, latency_s=latency)
+    return Prediction(classes=p.argmax(axis=1), outputs=p, latency_s=latency)
 
 
 def test_compare_agreement_and_total_variation() -> None:
@@ -36,7 +37,7 @@ def test_compare_identical_models_is_zero_distance() -> None:
 
 
 def test_compare_refuses_different_class_counts() -> None:
-    with pytest.raises(ValueError, match="number of classes"):
+    with pytest.raises(ValueError, match="differ in shape"):
         compare(_pred([[0.5, 0.5]]), _pred([[0.2, 0.3, 0.5]]))
 
 
@@ -45,6 +46,7 @@ class _BlockingModel:
 
     tag = "digits:slow"
     version = "slow"
+    task = Classification()
 
     def __init__(self) -> None:
         self.started = threading.Event()
@@ -146,6 +148,7 @@ class _CountingModel:
 
     tag = "digits:count"
     version = "count"
+    task = Classification()
 
     def __init__(self, gate: threading.Event | None = None) -> None:
         self.calls: list[int] = []

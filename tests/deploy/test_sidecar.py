@@ -30,12 +30,13 @@ from pruneguard.deploy.sidecar import (
     read_frames,
 )
 from pruneguard.registry.predictions import create_tables, predictions
+from pruneguard.registry.tasks import Classification
 
 
 def _fake_shadow(path: Path) -> LoadedModel:
     return LoadedModel(
         tag="digits:v2", path=path, kind="dense", manifest={}, spec=None,  # type: ignore[arg-type]
-        output_name="logits", outputs_probabilities=False, session=None,
+        output_name="logits", task=Classification(), session=None,
     )  # fmt: skip
 
 
@@ -73,7 +74,7 @@ def test_jobs_survive_the_wire(tmp_path: Path) -> None:
         np.testing.assert_array_equal(got.batch, sent.batch)
         assert got.batch.dtype == np.float32 and got.batch.shape == sent.batch.shape
         np.testing.assert_array_equal(got.champion.classes, sent.champion.classes)
-        np.testing.assert_array_equal(got.champion.probabilities, sent.champion.probabilities)
+        np.testing.assert_array_equal(got.champion.outputs, sent.champion.outputs)
     assert [job.request_ids for job in decode_jobs(*frames[1], open_shadow)] == [
         jobs[1].request_ids
     ]

@@ -71,6 +71,7 @@ class Server:
         db_url: str | None = None,
         extra: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
+        model: str = MODEL,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -87,7 +88,7 @@ class Server:
         argv = [
             PRUNEGUARD,
             "serve",
-            MODEL,
+            model,
             "--port",
             str(self.port),
             "--poll-interval",
