@@ -20,6 +20,7 @@ from pruneguard.agent.checks import (
     CheckConfig,
     accuracy_gap_check,
     agreement_check,
+    cosine_check,
     drift_check,
     inconclusive,
 )
@@ -28,6 +29,7 @@ from pruneguard.agent.features import extract, input_shape, stack_rows
 from pruneguard.agent.policy import CheckResult
 from pruneguard.agent.quality import accuracy
 from pruneguard.registry.errors import ConfigError
+from pruneguard.registry.tasks import EMBEDDING, task_for, task_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -67,6 +69,7 @@ class Analysis:
     accuracy: Mapping[str, float | None] = field(default_factory=dict)
     accuracy_gap: float | None = None
     agreement: float | None = None
+    mean_cosine: float | None = None  # embeddings: champion vs shadow in the window
     drift: DriftResult | None = None
     error: str | None = None
 
@@ -80,7 +83,7 @@ class Analysis:
 
 def unavailable(model: str, reason: str, champion: str | None = None) -> Analysis:
     """Every check inconclusive: the data could not be read (no rollback on an outage)."""
-    checks = tuple(inconclusive(name, 0, reason) for name in CHECK_NAMES)
+    checks = tuple(inconclusive(name, 0, reason) for name in (*CHECK_NAMES, "cosine"))
     return Analysis(model, champion, None, checks, error=reason)
 
 
@@ -102,7 +105,7 @@ def _version_of(tag: str | None) -> str | None:
 def _rows(frame: pd.DataFrame, variant: str, tag: str | None) -> pd.DataFrame:
     version = _version_of(tag)
     keep = (frame["variant"] == variant) & frame["version"].isin([version, tag])
-    return frame.loc[keep, ["request_id", "prediction", "features", "label"]]
+    return frame.loc[keep, ["request_id", "prediction", "probabilities", "features", "label"]]
 
 
 def analyse(
@@ -115,9 +118,12 @@ def analyse(
     reference: Reference,
     config: CheckConfig,
 ) -> tuple[Analysis, Window]:
-    """Checks on the rows ``champion`` / ``shadow`` answered in ``frame`` (read_window)."""
+    """Checks on the rows ``champion`` / ``shadow`` answered in ``frame`` (read_window), as
+    the champion's task says (:mod:`registry.tasks`)."""
     champ = _rows(frame, "champion", champion)
     shad = _rows(frame, "shadow", shadow) if shadow else champ.iloc[0:0]
+    if task_name(manifest) == EMBEDDING:
+        return _analyse_embedding(champ, shad, model, champion, shadow, manifest, reference, config)
     pairs = champ.merge(
         shad[["request_id", "prediction"]], on="request_id", suffixes=("", "_shadow")
     )
@@ -166,16 +172,56 @@ def analyse(
     return analysis, window
 
 
+def _analyse_embedding(
+    champ: pd.DataFrame, shad: pd.DataFrame, model: str, champion: str, shadow: str | None,
+    manifest: Mapping[str, Any], reference: Reference, config: CheckConfig,
+) -> tuple[Analysis, Window]:  # fmt: skip
+    """Embeddings: the per-request cosine of champion and shadow (compared as the task
+    compares them) against the offline mean cosine; drift on the champion's embeddings."""
+    pairs = champ.merge(
+        shad[["request_id", "probabilities"]], on="request_id", suffixes=("", "_shadow")
+    )
+    cosines = np.zeros(0)
+    if len(pairs):
+        task = task_for(manifest)
+        paired = task.compare(
+            task.decode(stack_rows(pairs["probabilities"].tolist())),
+            task.decode(stack_rows(pairs["probabilities_shadow"].tolist())),
+        )
+        cosines = paired.similarity
+    expected = manifest.get("metrics", {}).get("mean_cosine_to_dense")
+    drift, window, drift_result = _drift(champ, manifest, reference, config, column="probabilities")
+    checks = (
+        cosine_check(cosines, expected=None if expected is None else float(expected), config=config),
+        drift_result,
+    )  # fmt: skip
+    analysis = Analysis(
+        model, champion, shadow, checks,
+        samples={"rows": len(champ), "pairs": len(pairs), "labelled": 0},
+        mean_cosine=float(cosines.mean()) if cosines.size else None,
+        drift=drift,
+    )  # fmt: skip
+    return analysis, window
+
+
 def _drift(
-    champ: pd.DataFrame, manifest: Mapping[str, Any], reference: Reference, config: CheckConfig
+    champ: pd.DataFrame,
+    manifest: Mapping[str, Any],
+    reference: Reference,
+    config: CheckConfig,
+    *,
+    column: str = "features",
 ) -> tuple[DriftResult | None, Window, CheckResult]:
+    """Drift of ``column`` (the inputs; an embedding model's outputs) against the reference;
+    the predicted class's drift too, where the task has classes."""
     predictions = champ["prediction"].to_numpy()
     empty = Window(reference.names, np.zeros((0, len(reference.names))), predictions, {})
     if len(champ) < config.min_drift_rows:
         return None, empty, drift_check(0.0, False, len(champ), min_p=None, config=config)
     try:
-        matrix = stack_rows(champ["features"].tolist())
-        names, features = extract(matrix, input_shape(dict(manifest)))
+        matrix = stack_rows(champ[column].tolist())
+        shape = input_shape(dict(manifest)) if column == "features" else None
+        names, features = extract(matrix, shape)
     except ConfigError as exc:
         return None, empty, inconclusive("drift", len(champ), str(exc))
     if tuple(names) != reference.names:
@@ -185,8 +231,8 @@ def _drift(
         reference.features,
         features,
         names,
-        reference_predictions=reference.predictions,
-        current_predictions=predictions,
+        reference_predictions=reference.predictions if column == "features" else None,
+        current_predictions=predictions if column == "features" else None,
         alpha=config.drift_alpha,
     )
     check = drift_check(

@@ -1,4 +1,5 @@
-"""The checks one tick runs on a window: paired accuracy gap, label-free agreement, drift.
+"""The checks one tick runs on a window: paired accuracy gap, label-free agreement, the
+embedding cosine, drift.
 
 Each takes plain arrays (so simulations feed them directly) and returns a
 :class:`~agent.policy.CheckResult` that is ``pass``, ``fail`` or ``inconclusive``.
@@ -28,6 +29,7 @@ __all__ = [
     "CheckConfig",
     "accuracy_gap_check",
     "agreement_check",
+    "cosine_check",
     "drift_check",
     "inconclusive",
     "mcnemar_p_value",
@@ -43,13 +45,14 @@ class CheckConfig:
     min_pairs: int = 300
     drift_alpha: float = 0.05
     min_drift_rows: int = 100
+    cosine_margin: float = 0.02
 
     def __post_init__(self) -> None:
         for name in ("alpha", "drift_alpha"):
             value = getattr(self, name)
             if not 0 < value < 1:
                 raise ConfigError(f"{name} is {value}; it must be in (0, 1), e.g. 0.01")
-        for name in ("accuracy_margin", "agreement_margin"):
+        for name in ("accuracy_margin", "agreement_margin", "cosine_margin"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"{name} is {getattr(self, name)}; it must be in [0, 1)")
         for name in ("min_labelled_pairs", "min_pairs", "min_drift_rows"):
@@ -143,6 +146,30 @@ def agreement_check(
     reason = f"agreement {ratio:.4f} vs floor {floor:.4f} (offline {expected:.4f}), p={p:.3g}"
     detail = {"expected": expected, "floor": floor, "agree": agree, "alpha": config.alpha}
     return CheckResult("agreement", outcome, n, ratio, p, reason, detail)
+
+
+def cosine_check(cosines: ArrayLike, *, expected: float | None, config: CheckConfig) -> CheckResult:
+    """Embeddings: fail when the mean champion/shadow cosine is significantly below the
+    offline value (``metrics.mean_cosine_to_dense``) minus ``cosine_margin`` (one-sided
+    t-test on the per-request cosines)."""
+    from scipy import stats
+
+    values = np.asarray(cosines, dtype=np.float64)
+    n = int(values.size)
+    if expected is None or not math.isfinite(expected):
+        return inconclusive("cosine", n, "the manifest has no metrics.mean_cosine_to_dense")
+    if n < config.min_pairs:
+        return inconclusive("cosine", n, f"{n} pairs < min_pairs={config.min_pairs}")
+    floor = expected - config.cosine_margin
+    mean, sd = float(values.mean()), float(values.std(ddof=1))
+    if sd == 0.0:
+        p = 0.0 if mean < floor else 1.0
+    else:
+        p = float(stats.t.cdf((mean - floor) / (sd / math.sqrt(n)), df=n - 1))
+    outcome = FAIL if p < config.alpha else PASS if mean >= floor else INCONCLUSIVE
+    reason = f"mean cosine {mean:.4f} vs floor {floor:.4f} (offline {expected:.4f}), p={p:.3g}"
+    detail = {"expected": expected, "floor": floor, "std": sd, "alpha": config.alpha}
+    return CheckResult("cosine", outcome, n, mean, p, reason, detail)
 
 
 def drift_check(

@@ -343,6 +343,7 @@ class Agent:
             m.accuracy.labels(model=model, variant=variant).set(nan(result.accuracy.get(variant)))
         m.accuracy_gap.labels(model=model).set(nan(result.accuracy_gap))
         m.agreement_ratio.labels(model=model).set(nan(result.agreement))
+        m.mean_cosine.labels(model=model).set(nan(result.mean_cosine))
         for kind in ("rows", "pairs", "labelled"):
             m.window_samples.labels(model=model, kind=kind).set(result.samples.get(kind, 0))
         m.failed_checks.labels(model=model).set(state.streak)

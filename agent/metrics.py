@@ -37,6 +37,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "pruneguard_accuracy",
     "pruneguard_accuracy_gap",
     "pruneguard_agreement_ratio",
+    "pruneguard_mean_cosine",
     "pruneguard_window_samples",
     "pruneguard_agent_failed_checks",
     "pruneguard_agent_analysis_status",
@@ -80,6 +81,13 @@ class AgentMetrics:
         self.agreement_ratio = Gauge(
             "pruneguard_agreement_ratio",
             "Share of paired requests where champion and shadow agree",
+            ["model"],
+            registry=r,
+        )
+        self.mean_cosine = Gauge(
+            "pruneguard_mean_cosine",
+            "Mean cosine of champion and shadow embeddings over the window's pairs (embedding "
+            "models; NaN otherwise)",
             ["model"],
             registry=r,
         )

@@ -106,7 +106,7 @@ class CheckResult:
 class PolicyConfig:
     threshold: int = 3
     cooldown_s: float = 600.0
-    gate_order: tuple[str, ...] = ("accuracy_gap", "agreement")
+    gate_order: tuple[str, ...] = ("accuracy_gap", "agreement", "cosine")  # cosine: embeddings
     flap_limit: int = 2
     flap_window_s: float = 3600.0
 
