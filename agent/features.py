@@ -9,23 +9,31 @@ longer ones are cut into ``max_raw`` contiguous groups, each summarised by its m
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from pruneguard.registry.errors import ConfigError
 
-__all__ = ["MAX_BANDS", "extract", "input_shape", "stack_rows"]
+__all__ = ["MAX_BANDS", "TEXT_COLUMNS", "extract", "input_shape", "stack_rows"]
 
 MAX_BANDS = 8
 QUANTILES = (0.1, 0.5, 0.9)
 
 
+# A text model logs a summary per text (deploy.text.text_features); drift runs on these of
+# its numbers, which a text artifact's reference.parquet holds as f0, f1.
+TEXT_COLUMNS = ("chars", "tokens")
+
+
 def stack_rows(rows: Sequence[Any], width: int | None = None) -> np.ndarray:
-    """A list of flattened input rows (lists of floats) as a float32 matrix."""
+    """A list of flattened input rows (lists of floats) as a float32 matrix; a text's
+    summary (a mapping) gives its :data:`TEXT_COLUMNS`."""
     if len(rows) == 0:
         return np.zeros((0, width or 0), dtype=np.float32)
+    if isinstance(rows[0], Mapping):
+        rows = [[float(row.get(k, np.nan)) for k in TEXT_COLUMNS] for row in rows]
     matrix = np.asarray(list(rows), dtype=np.float32)
     if matrix.ndim != 2:
         raise ConfigError(

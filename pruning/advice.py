@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pruneguard.pruning.recipe import Recipe, Target
+from pruneguard.registry.errors import ConfigError
 
 __all__ = [
     "DEPLOY_TARGETS",
@@ -32,7 +33,7 @@ DEPLOY_TARGETS = ("cpu", "gpu-sparse")
 ONE_SHOT_BELOW = 0.30
 ITERATIVE_ABOVE = 0.50
 STEP_SIZE = 0.20  # about how much to remove per iterative step
-STRUCTURED = ("channel", "head", "layer")
+STRUCTURED = ("channel", "head", "layer", "ffn")
 
 
 @dataclass(frozen=True)
@@ -200,4 +201,9 @@ def advise(
 
 
 def advise_recipe(recipe: Recipe, deploy_target: str = "cpu") -> Advice:
+    if recipe.combined:
+        raise ConfigError(
+            f"method={recipe.method}: the plan is worked out for one method at a time; ask for "
+            f"each ({', '.join(s.method for s in recipe.combined)}) with a single-method recipe"
+        )
     return advise(recipe.method, recipe.target, deploy_target, steps=recipe.schedule.steps)

@@ -1,13 +1,11 @@
-"""The pipeline for ``task: embedding`` recipes (all-MiniLM-L6-v2).
+"""The pipeline for text models: sentence encoders (``task: embedding``) and text
+classifiers (a ``model: {hf: PATH}`` classifier, or the built-in ``minilm-topics``).
 
-dense evaluation → head or layer pruning (scored on unlabelled sentences) → recovery by
+dense evaluation → head, FFN and layer pruning (scored on training texts) → recovery by
 distillation (token hidden-state MSE to the dense teacher) → ONNX export with dynamic batch
-and sequence axes → parity → ONNX Runtime latency at sequence length 128 → two artifacts.
-
-An embedding model has no class labels, so its "accuracy" is paraphrase retrieval on
-held-out pairs (is each sentence's paraphrase its nearest neighbour?) and its closeness to
-the dense model is the mean cosine between pruned and dense embeddings; the manifest's
-notes say so.
+and sequence axes → parity → ONNX Runtime latency at sequence length 128 → two artifacts,
+each with its tokenizer. What differs per task (data, evaluation, metrics, io, reference)
+is a :mod:`pruning.text_tasks` adapter.
 """
 
 from __future__ import annotations
@@ -25,13 +23,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pruneguard.pruning.text_tasks import (
+    TextAdapter,
+    TextEval,
+    mean_cosine,
+    retrieval,
+    text_adapter,
+)
 from pruneguard.registry.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from pruneguard.pruning.recipe import Recipe
+    from pruneguard.pruning.recipe import Recipe, Stage
     from pruneguard.pruning.text import SentenceEncoder
 
 __all__ = [
@@ -47,15 +52,6 @@ __all__ = [
     "sentence_batches",
 ]
 
-# not "embedding": the exporter already names the output of aten.embedding that way
-OUTPUT_NAME = "sentence_embedding"
-EMBEDDING_NOTE = (
-    "Embedding model: metrics.accuracy / baseline_accuracy are paraphrase-retrieval accuracy on "
-    "held-out pairs (pruning/data/paraphrases.tsv: is each sentence's paraphrase its nearest "
-    "neighbour among all paraphrases?); metrics.mean_cosine_to_dense is the mean cosine between "
-    "this model's and the dense model's embeddings of the same held-out sentences; "
-    "agreement_with_baseline is the share of retrieval answers equal to the dense model's."
-)
 GRADIENT_NOTE = (
     "criterion gradient on an embedding model is scored as taylor: a loss measured against the "
     "dense model itself has zero gradient at mask = 1, so Michel-style |dL/dmask| is noise there; "
@@ -87,18 +83,13 @@ class EmbeddingOptions:
         return cls(**dict(raw))
 
 
-@dataclass(frozen=True)
-class EmbeddingEval:
-    embeddings: np.ndarray  # (2n, hidden): the left sentences, then the right ones
-    predictions: np.ndarray  # retrieved partner index per query
-    labels: np.ndarray  # true partner index per query
-    retrieval_accuracy: float
+EmbeddingEval = TextEval  # the name benches were written against
 
 
 def _say(progress: bool) -> Callable[[str], None]:
     def say(message: str) -> None:
         if progress:
-            print(f"[embedding] {message}", file=sys.stderr, flush=True)
+            print(f"[text] {message}", file=sys.stderr, flush=True)
 
     return say
 
@@ -106,26 +97,9 @@ def _say(progress: bool) -> Callable[[str], None]:
 # --- evaluation ------------------------------------------------------------------------------
 
 
-def evaluate(model: nn.Module, tokenizer: Any, pairs: Sequence[tuple[str, str]]) -> EmbeddingEval:
+def evaluate(model: nn.Module, tokenizer: Any, pairs: Sequence[tuple[str, str]]) -> TextEval:
     """Paraphrase retrieval in both directions: for a_i, is b_i the nearest b (and vice versa)?"""
-    from pruneguard.pruning.text import embed
-
-    left = embed(model, tokenizer, [a for a, _ in pairs]).numpy()
-    right = embed(model, tokenizer, [b for _, b in pairs]).numpy()
-    sim = left @ right.T
-    predictions = np.concatenate([sim.argmax(1), sim.argmax(0)])
-    labels = np.concatenate([np.arange(len(pairs))] * 2)
-    return EmbeddingEval(
-        embeddings=np.concatenate([left, right]),
-        predictions=predictions,
-        labels=labels,
-        retrieval_accuracy=float((predictions == labels).mean()),
-    )
-
-
-def mean_cosine(a: EmbeddingEval, b: EmbeddingEval) -> float:
-    """Mean cosine between two models' (normalised) embeddings of the same sentences."""
-    return float((a.embeddings * b.embeddings).sum(1).mean())
+    return retrieval(model, tokenizer, pairs)
 
 
 # --- pruning and recovery --------------------------------------------------------------------
@@ -150,31 +124,53 @@ def prune_encoder(
     calibration: Sequence[Any],
     recover: Callable[[int], None],
 ) -> dict[str, Any]:
-    """Prune ``model`` in place as the recipe says; ``recover(step)`` runs between steps."""
+    """Prune ``model`` in place as the recipe says; ``recover(step)`` runs between steps.
+
+    A combined recipe (``method: [head, ffn]``) runs its stages one after another, each with
+    the schedule's steps, and ``recover`` runs between every two cuts (not after the last:
+    the caller's final finetune follows). The order is fixed: layers first, so no head or
+    neuron is scored in, or spent on, a layer about to go; then heads; FFN neurons last, the
+    biggest cut, scored against the attention that stays and judged by Taylor scores on a
+    network that has recovered from the earlier cuts. Each pruner is built only when its turn
+    comes, so it finds the modules the earlier stages left. The reports are merged (their keys
+    are disjoint); ``criterion_used`` is a mapping per method for a combined recipe.
+    """
+    from pruneguard.pruning.ffn import FfnPruner
     from pruneguard.pruning.heads import HeadPruner
     from pruneguard.pruning.layers import LayerPruner
 
-    criterion = "taylor" if recipe.criterion == "gradient" else recipe.criterion
-    common: dict[str, Any] = {
-        "criterion": criterion,
-        "steps": recipe.schedule.steps,
-        "calibration": calibration,
-        "forward": encode_batch,
-        "seed": recipe.seed,
-    }
-    pruner: HeadPruner | LayerPruner
-    if recipe.method == "head":
-        pruner = HeadPruner(model, target=recipe.target.value, scope=recipe.scope, **common)
-    elif recipe.method == "layer":
-        pruner = LayerPruner(model, target=int(recipe.target.value), **common)
-    else:
-        raise ConfigError(f"method={recipe.method!r} with task embedding: use method head or layer")
-    for step in range(recipe.schedule.steps):
-        pruner.step()
-        if step < recipe.schedule.steps - 1:
-            recover(step)
-    pruner.finish()
-    return {"criterion_used": criterion, **pruner.report()}
+    def build(stage: Stage, criterion: str) -> HeadPruner | LayerPruner | FfnPruner:
+        common: dict[str, Any] = {
+            "criterion": criterion, "steps": recipe.schedule.steps, "calibration": calibration,
+            "forward": encode_batch, "seed": recipe.seed,
+        }  # fmt: skip
+        if stage.method == "head":
+            return HeadPruner(model, target=stage.target.value, scope=recipe.scope, **common)
+        if stage.method == "layer":
+            return LayerPruner(model, target=int(stage.target.value), **common)
+        return FfnPruner(model, target=stage.target.value, scope="layer", **common)
+
+    for stage in recipe.stages:  # refuse before anything is cut
+        if stage.method not in ("head", "layer", "ffn"):
+            raise ConfigError(
+                f"method={stage.method!r} with task embedding: use method head, layer or ffn "
+                "(or a list of them, e.g. [head, ffn])"
+            )
+    used: dict[str, str] = {}
+    report: dict[str, Any] = {}
+    cuts, total = 0, recipe.schedule.steps * len(recipe.stages)
+    for stage in recipe.stages:
+        used[stage.method] = "taylor" if stage.criterion == "gradient" else stage.criterion
+        pruner = build(stage, used[stage.method])
+        for _ in range(recipe.schedule.steps):
+            pruner.step()
+            cuts += 1
+            if cuts < total:
+                recover(cuts - 1)
+        pruner.finish()
+        report.update(pruner.report())
+    criterion_used: Any = used if recipe.combined else used[recipe.method]
+    return {"criterion_used": criterion_used, **report}
 
 
 def distill(
@@ -216,26 +212,29 @@ def distill(
 # --- export and measurement ------------------------------------------------------------------
 
 
-def export_encoder(model: nn.Module, path: Path, *, opset: int = 18) -> None:
-    """ONNX: input_ids/attention_mask/token_type_ids [batch, seq] → sentence_embedding."""
+def export_encoder(
+    model: SentenceEncoder, path: Path, *, opset: int = 18, output_name: str = "sentence_embedding"
+) -> None:
+    """ONNX: the encoder's inputs (input_ids, attention_mask[, token_type_ids]) [batch, seq]
+    → sentence_embedding."""
     import onnx
     import torch
     from torch.export import Dim
 
     from pruneguard.pruning.export import exporter_output
-    from pruneguard.pruning.text import INPUT_NAMES
 
+    names = list(model.input_names)
     batch, seq = Dim("batch"), Dim("seq")
-    example = tuple(torch.ones(2, 16, dtype=torch.int64) for _ in INPUT_NAMES)
-    dynamic = {name: {0: batch, 1: seq} for name in INPUT_NAMES}
+    example = tuple(torch.ones(2, 16, dtype=torch.int64) for _ in names)
+    dynamic = {name: {0: batch, 1: seq} for name in names}
     model.eval()
     with exporter_output(), torch.no_grad(), warnings.catch_warnings():
-        # the three inputs share the batch and seq dims on purpose; torch notes it as a warning
+        # the inputs share the batch and seq dims on purpose; torch notes it as a warning
         warnings.filterwarnings("ignore", message=r".*The axis name: \w+ will not be used")
         torch.onnx.export(
             model, example, str(path), dynamo=True, external_data=False,
-            dynamic_shapes=dynamic, opset_version=opset, input_names=list(INPUT_NAMES),
-            output_names=[OUTPUT_NAME],
+            dynamic_shapes=dynamic, opset_version=opset, input_names=names,
+            output_names=[output_name],
         )  # fmt: skip
     onnx.checker.check_model(str(path), full_check=True)
 
@@ -253,13 +252,20 @@ def parity(model: nn.Module, path: Path, feeds: Mapping[str, torch.Tensor]) -> f
     return float(np.abs(torch_out - onnx_out).max())
 
 
-def latency_feeds(batch: int, seq_len: int, seed: int = 0) -> dict[str, np.ndarray]:
+def latency_feeds(
+    batch: int, seq_len: int, *, names: Sequence[str] | None = None, vocab: int = 30522,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """Random token ids (no padding) for ``names`` (default: BERT's three inputs)."""
+    from pruneguard.pruning.text import INPUT_NAMES
+
     rng = np.random.default_rng(seed)
-    return {
-        "input_ids": rng.integers(1000, 29000, size=(batch, seq_len), dtype=np.int64),
-        "attention_mask": np.ones((batch, seq_len), dtype=np.int64),
-        "token_type_ids": np.zeros((batch, seq_len), dtype=np.int64),
+    values = {
+        "input_ids": rng.integers(min(1000, vocab // 4), vocab, size=(batch, seq_len)),
+        "attention_mask": np.ones((batch, seq_len)),
+        "token_type_ids": np.zeros((batch, seq_len)),
     }
+    return {name: values[name].astype(np.int64) for name in names or INPUT_NAMES}
 
 
 def measure_latency(
@@ -270,6 +276,8 @@ def measure_latency(
     blocks: int,
     runs: int,
     threads: int = 1,
+    names: Sequence[str] | None = None,
+    vocab: int = 30522,
 ) -> dict[str, dict[str, dict[str, float]]]:
     """p50/p95 per model label and batch size (str), timed in alternating blocks."""
     from pruneguard.pruning.latency import compare_latency, make_session
@@ -277,24 +285,28 @@ def measure_latency(
     sessions = {label: make_session(p, threads) for label, p in paths.items()}
     result: dict[str, dict[str, dict[str, float]]] = {label: {} for label in paths}
     for b in batch_sizes:
-        stats = compare_latency(
-            sessions, latency_feeds(b, seq_len), blocks=blocks, runs_per_block=runs
-        )
+        feeds = latency_feeds(b, seq_len, names=names, vocab=vocab)
+        stats = compare_latency(sessions, feeds, blocks=blocks, runs_per_block=runs)
         for label, s in stats.items():
             result[label][str(b)] = s.as_dict()
     return result
 
 
-def count_macs(model: nn.Module, seq_len: int) -> int:
+def count_macs(model: SentenceEncoder, seq_len: int) -> int:
     """Multiply-accumulates of one sequence of ``seq_len`` tokens (torch's FLOP counter / 2)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    feeds = {k: torch.from_numpy(v) for k, v in latency_feeds(1, seq_len).items()}
+    raw = latency_feeds(1, seq_len, names=model.input_names, vocab=vocab_size(model))
+    feeds = {k: torch.from_numpy(v) for k, v in raw.items()}
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         model.eval()(**feeds)
     return int(counter.get_total_flops() // 2)
+
+
+def vocab_size(model: SentenceEncoder) -> int:
+    return int(getattr(model.bert.config, "vocab_size", 30522))
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -304,31 +316,20 @@ def count_macs(model: nn.Module, seq_len: int) -> int:
 class _Side:
     """What is measured for one of the two models."""
 
-    model: nn.Module
-    evaluation: EmbeddingEval
+    model: SentenceEncoder
+    evaluation: TextEval
     params: int
     macs: int
     memory: dict[str, Any]
     seq_len: int
 
 
-def _load(recipe: Recipe) -> tuple[SentenceEncoder, Any]:
-    from pruneguard.pruning.text import MINILM, load_minilm
-
-    if recipe.model.builtin != MINILM:
-        raise ConfigError(
-            f"model={recipe.model.builtin or recipe.model.factory!r} with task embedding: "
-            f"only model: {{builtin: {MINILM}}} is supported"
-        )
-    return load_minilm()
-
-
-def _side(model: nn.Module, tokenizer: Any, pairs: Any, seq_len: int) -> _Side:
+def _side(model: SentenceEncoder, adapter: TextAdapter, seq_len: int) -> _Side:
     from pruneguard.pruning.heads import attention_memory
 
     return _Side(
         model=model,
-        evaluation=evaluate(model, tokenizer, pairs),
+        evaluation=adapter.evaluate(model),
         params=sum(p.numel() for p in model.parameters()),
         macs=count_macs(model, seq_len),
         memory=attention_memory(model),
@@ -336,44 +337,51 @@ def _side(model: nn.Module, tokenizer: Any, pairs: Any, seq_len: int) -> _Side:
     )
 
 
+def _closeness(adapter: TextAdapter, a: TextEval, b: TextEval) -> tuple[str, float]:
+    if adapter.output_name == "logits":
+        return "agreement", float((a.predictions == b.predictions).mean())
+    return "cosine", mean_cosine(a, b)
+
+
 def run(
     recipe: Recipe, out_dir: str | os.PathLike[str], *, progress: bool = True
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run an embedding recipe end to end; write ``out_dir/dense`` and ``out_dir/pruned``."""
+    """Run a text recipe end to end; write ``out_dir/dense`` and ``out_dir/pruned``."""
     import torch
-
-    from pruneguard.pruning.text import load_paraphrases, load_sentences
 
     say = _say(progress)
     opts = EmbeddingOptions.from_mapping(recipe.extra)
     torch.manual_seed(recipe.seed)
-    teacher, tokenizer = _load(recipe)
-    pairs = load_paraphrases()[: opts.eval_pairs]
-    sentences = load_sentences()[: opts.train_sentences]
-    dense = _side(teacher, tokenizer, pairs, opts.seq_len)
-    say(f"dense: retrieval {dense.evaluation.retrieval_accuracy:.4f}")
+    adapter = text_adapter(
+        recipe, train_limit=opts.train_sentences, eval_pairs=opts.eval_pairs,
+        max_length=opts.max_length,
+    )  # fmt: skip
+    adapter.prepare(recipe, say)
+    teacher, tokenizer = adapter.model, adapter.tokenizer
+    dense = _side(teacher, adapter, opts.seq_len)
+    say(f"dense: accuracy {dense.evaluation.accuracy:.4f}")
     student = copy.deepcopy(teacher)
-    train = sentence_batches(tokenizer, sentences, opts)
-    calibration = sentence_batches(tokenizer, sentences[: opts.calibration], opts)
+    train = sentence_batches(tokenizer, adapter.train_texts, opts)
+    calibration = sentence_batches(tokenizer, adapter.train_texts[: opts.calibration], opts)
 
     def recover(step: int, epochs: int | None = None) -> None:
         n = recipe.finetune.recovery_epochs if epochs is None else epochs
         distill(student, teacher, train, epochs=n, lr=recipe.finetune.lr, seed=step, say=say)
 
     report = prune_encoder(student, recipe, calibration, recover)
-    before = mean_cosine(evaluate(student, tokenizer, pairs), dense.evaluation)
-    say(f"pruned: cosine to dense before recovery {before:.4f}")
+    what, before = _closeness(adapter, adapter.evaluate(student), dense.evaluation)
+    say(f"pruned: {what} with dense before recovery {before:.4f}")
     recover(recipe.schedule.steps, recipe.finetune.epochs)
-    pruned = _side(student, tokenizer, pairs, opts.seq_len)
-    report["mean_cosine_before_recovery"] = before
-    say(f"pruned: retrieval {pruned.evaluation.retrieval_accuracy:.4f}, cosine "
-        f"{mean_cosine(pruned.evaluation, dense.evaluation):.4f}")  # fmt: skip
-    return _write(recipe, Path(out_dir), dense, pruned, report, tokenizer, pairs, opts, say)
+    pruned = _side(student, adapter, opts.seq_len)
+    report[f"{'mean_cosine' if what == 'cosine' else what}_before_recovery"] = before
+    _, after = _closeness(adapter, pruned.evaluation, dense.evaluation)
+    say(f"pruned: accuracy {pruned.evaluation.accuracy:.4f}, {what} {after:.4f}")
+    return _write(recipe, Path(out_dir), dense, pruned, report, adapter, opts, say)
 
 
 def _write(
     recipe: Recipe, out: Path, dense: _Side, pruned: _Side, report: dict[str, Any],
-    tokenizer: Any, pairs: Any, opts: EmbeddingOptions, say: Callable[[str], None],
+    adapter: TextAdapter, opts: EmbeddingOptions, say: Callable[[str], None],
 ) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
     from pruneguard.pruning.text import tokenize
     from pruneguard.registry.artifact import sha256_file
@@ -383,18 +391,22 @@ def _write(
     try:
         say("exporting to ONNX; measuring parity and latency")
         paths = {"dense": staging / "dense.onnx", "pruned": staging / "pruned.onnx"}
-        sample = tokenize(tokenizer, [a for a, _ in pairs[:16]], max_length=opts.max_length)
+        sample = tokenize(adapter.tokenizer, adapter.sample_texts(), max_length=opts.max_length)
         diffs = {}
         for label, side in (("dense", dense), ("pruned", pruned)):
-            export_encoder(side.model, paths[label], opset=recipe.export.opset)
+            export_encoder(side.model, paths[label], opset=recipe.export.opset,
+                           output_name=adapter.output_name)  # fmt: skip
             diffs[label] = parity(side.model, paths[label], sample)
         lat = measure_latency(
             paths, batch_sizes=recipe.export.batch_sizes, seq_len=opts.seq_len,
             blocks=recipe.export.latency_blocks, runs=recipe.export.latency_runs,
-            threads=recipe.export.ort_threads,
+            threads=recipe.export.ort_threads, names=dense.model.input_names,
+            vocab=vocab_size(dense.model),
         )  # fmt: skip
         parent = {"sha256": sha256_file(paths["dense"]), "tag": None}
-        manifests = _artifacts(recipe, staging, dense, pruned, report, diffs, lat, parent)
+        manifests = _artifacts(
+            recipe, staging, dense, pruned, report, diffs, lat, parent, adapter, opts
+        )
         _move_into(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -417,20 +429,20 @@ def _move_into(staging: Path, out: Path) -> None:
 
 def _artifacts(
     recipe: Recipe, staging: Path, dense: _Side, pruned: _Side, report: dict[str, Any],
-    diffs: dict[str, float], lat: dict[str, Any], parent: dict[str, Any],
+    diffs: dict[str, float], lat: dict[str, Any], parent: dict[str, Any], adapter: TextAdapter,
+    opts: EmbeddingOptions,
 ) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
     from pruneguard.pruning.manifest import build_manifest, latency_metrics
+    from pruneguard.pruning.text import save_tokenizer
     from pruneguard.registry.artifact import write_artifact
 
     def metrics(side: _Side, label: str) -> dict[str, Any]:
-        cosine = mean_cosine(side.evaluation, dense.evaluation)
         agree = float((side.evaluation.predictions == dense.evaluation.predictions).mean())
         timing = latency_metrics(lat["dense"], lat[label], recipe.export.latency_setup())
         return {
-            "accuracy": side.evaluation.retrieval_accuracy,
-            "baseline_accuracy": dense.evaluation.retrieval_accuracy,
-            "retrieval_accuracy": side.evaluation.retrieval_accuracy,
-            "mean_cosine_to_dense": cosine,
+            "accuracy": side.evaluation.accuracy,
+            "baseline_accuracy": dense.evaluation.accuracy,
+            **adapter.metrics(side.evaluation, dense.evaluation),
             "params": side.params, "baseline_params": dense.params,
             "macs": side.macs, "baseline_macs": dense.macs,
             "macs_at_seq_len": side.seq_len,
@@ -446,13 +458,15 @@ def _artifacts(
     def writer(label: str, side: _Side) -> Callable[[Path], None]:
         def write_files(tmp: Path) -> None:
             shutil.copyfile(staging / f"{label}.onnx", tmp / "model.onnx")
-            _reference(side.evaluation).to_parquet(tmp / "reference.parquet", index=False)
+            adapter.reference(side.evaluation).to_parquet(tmp / "reference.parquet", index=False)
+            save_tokenizer(adapter.tokenizer, tmp)
 
         return write_files
 
-    notes = [EMBEDDING_NOTE] + ([GRADIENT_NOTE] if recipe.criterion == "gradient" else [])
-    source = {"model": recipe.model.builtin, "transformers": _version("transformers")}
-    io = _io(dense.evaluation.embeddings.shape[1])
+    notes = [adapter.note] + ([GRADIENT_NOTE] if "gradient" in str(recipe.criterion) else [])
+    model_name = recipe.model.builtin or (recipe.model.hf and recipe.model.hf.name)
+    source = {"model": model_name, "transformers": _version("transformers")}
+    io = _io(dense, adapter, opts)
     dm = build_manifest(
         name=recipe.name,
         kind="dense",
@@ -477,28 +491,18 @@ def _artifacts(
     )
 
 
-def _io(hidden: int) -> dict[str, Any]:
-    from pruneguard.pruning.text import INPUT_NAMES
+def _io(dense: _Side, adapter: TextAdapter, opts: EmbeddingOptions) -> dict[str, Any]:
+    from pruneguard.pruning.text import input_names, text_io
 
-    inputs = [{"name": n, "dtype": "int64", "shape": ["batch", "seq"]} for n in INPUT_NAMES]
+    names = input_names(adapter.tokenizer)
+    width = int(dense.evaluation.outputs.shape[1])
+    inputs = [{"name": n, "dtype": "int64", "shape": ["batch", "seq"]} for n in names]
     return {
         "inputs": inputs,
-        "outputs": [{"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", hidden]}],
-        "class_labels": [],
-        "description": "all-MiniLM-L6-v2 tokens (BERT WordPiece, max 128) → L2-normalised "
-        "mean-pooled sentence embedding",
+        "outputs": [{"name": adapter.output_name, "dtype": "float32", "shape": ["batch", width]}],
+        "text": text_io(adapter.tokenizer, max_length=opts.max_length),
+        **adapter.io(width),
     }
-
-
-def _reference(evaluation: EmbeddingEval) -> Any:
-    """Held-out embeddings as f0..fN, with the true and retrieved paraphrase index."""
-    import pandas as pd
-
-    emb = evaluation.embeddings
-    frame = pd.DataFrame({f"f{i}": emb[:, i].astype("float32") for i in range(emb.shape[1])})
-    frame["label"] = evaluation.labels.astype("int64")
-    frame["prediction"] = evaluation.predictions.astype("int64")
-    return frame
 
 
 def _version(dist: str) -> str | None:

@@ -5,7 +5,8 @@ Two kinds of attention module are understood:
 - :class:`pruning.attention.PrunableSelfAttention` (what :func:`convert_attention` makes of
   ``nn.MultiheadAttention`` / ``nn.TransformerEncoderLayer``);
 - BERT-family attention from transformers 5 (``attention.self.{query,key,value}`` and
-  ``attention.output.dense``), which no longer has ``prune_heads``.
+  ``attention.output.dense``: BERT, RoBERTa, MiniLM), which no longer has ``prune_heads``;
+- DistilBERT's (``attention.{q,k,v,out}_lin``).
 
 Heads are *gated* by a forward pre-hook on the output projection, whose input is the
 concatenation of the heads' context vectors: multiplying head ``h``'s slice by ``g_h`` is the
@@ -67,16 +68,20 @@ class HeadSite:
     name: str
     module: nn.Module
     head_dim: int
-    kind: str  # "prunable" | "bert"
+    kind: str  # "prunable" | "bert" (also RoBERTa) | "distilbert"
 
     def projections(self) -> tuple[nn.Linear, nn.Linear, nn.Linear]:
         m: Any = self.module
         if self.kind == "prunable":
             return m.q_proj, m.k_proj, m.v_proj
+        if self.kind == "distilbert":
+            return m.q_lin, m.k_lin, m.v_lin
         return m.self.query, m.self.key, m.self.value
 
     def output(self) -> nn.Linear:
         m: Any = self.module
+        if self.kind == "distilbert":
+            return m.out_lin
         return m.out_proj if self.kind == "prunable" else m.output.dense
 
     @property
@@ -90,6 +95,10 @@ class HeadSite:
             m.q_proj, m.k_proj, m.v_proj, m.out_proj = q, k, v, out
             m.num_heads = heads
             return
+        if self.kind == "distilbert":  # its forward derives the head count from the shapes
+            m.q_lin, m.k_lin, m.v_lin, m.out_lin = q, k, v, out
+            m.n_heads = heads
+            return
         m.self.query, m.self.key, m.self.value, m.output.dense = q, k, v, out
         m.self.num_attention_heads = heads
         m.self.all_head_size = heads * self.head_dim
@@ -99,6 +108,13 @@ def _is_bert_attention(module: nn.Module) -> bool:
     inner, out = getattr(module, "self", None), getattr(module, "output", None)
     return all(hasattr(inner, a) for a in ("query", "key", "value", "attention_head_size")) and (
         isinstance(getattr(out, "dense", None), nn.Linear)
+    )
+
+
+def _is_distilbert_attention(module: nn.Module) -> bool:
+    names = ("q_lin", "k_lin", "v_lin", "out_lin")
+    return all(isinstance(getattr(module, a, None), nn.Linear) for a in names) and hasattr(
+        module, "attention_head_size"
     )
 
 
@@ -119,6 +135,8 @@ def find_heads(model: nn.Module) -> list[HeadSite]:
             sites.append(HeadSite(name, module, module.head_dim, "prunable"))
         elif _is_bert_attention(module):
             sites.append(HeadSite(name, module, int(module.self.attention_head_size), "bert"))
+        elif _is_distilbert_attention(module):
+            sites.append(HeadSite(name, module, int(module.attention_head_size), "distilbert"))
     if not sites:
         raise NoAttention(
             f"{type(model).__name__} has no attention heads to prune (no nn.MultiheadAttention, "

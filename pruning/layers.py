@@ -53,7 +53,7 @@ class LayerCountError(ConfigError):
 
 
 def _has_attention(module: nn.Module) -> bool:
-    from pruneguard.pruning.heads import _is_bert_attention
+    from pruneguard.pruning.heads import _is_bert_attention, _is_distilbert_attention
 
     kinds: tuple[type[nn.Module], ...] = (
         nn.MultiheadAttention,
@@ -61,7 +61,10 @@ def _has_attention(module: nn.Module) -> bool:
         PrunableSelfAttention,
         PrunableEncoderLayer,
     )
-    return any(isinstance(m, kinds) or _is_bert_attention(m) for m in module.modules())
+    return any(
+        isinstance(m, kinds) or _is_bert_attention(m) or _is_distilbert_attention(m)
+        for m in module.modules()
+    )
 
 
 def find_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:

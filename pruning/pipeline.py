@@ -281,9 +281,10 @@ def run(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run ``recipe`` end to end; write ``out_dir/dense`` and ``out_dir/pruned``; return both manifests.
 
-    Recipes with ``task: embedding`` go to :func:`pruning.embedding.run`.
+    Text recipes (an encoder: ``task: embedding``, ``model.hf``, labelled text data) go to
+    :func:`pruning.embedding.run`.
     """
-    if recipe.task == "embedding":
+    if recipe.is_text:
         return _run_embedding(recipe, Path(out_dir), progress)
     out = Path(out_dir)
     _check_out(out)

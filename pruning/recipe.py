@@ -30,6 +30,7 @@ __all__ = [
     "ModelSpec",
     "Recipe",
     "Schedule",
+    "Stage",
     "Target",
     "Train",
     "builtin_recipes",
@@ -39,13 +40,17 @@ __all__ = [
 ]
 
 TASKS = ("classification", "embedding")
-METHODS = ("channel", "head", "layer", "unstructured", "nm")
+METHODS = ("channel", "head", "layer", "unstructured", "nm", "ffn")
+# methods a recipe may list together (``method: [head, ffn]``), in the order they run: layers
+# first (no head or neuron is scored in a layer about to go), FFN neurons last
+COMBINABLE = ("layer", "head", "ffn")
 STRUCTURED_CRITERIA = ("l1", "l2", "gradient", "taylor", "activation", "random")
 # which criteria each method accepts (magnitude pruning ranks weights by |w|: l1 and l2 agree)
 CRITERIA: dict[str, tuple[str, ...]] = {
     "channel": STRUCTURED_CRITERIA,
     "head": (*STRUCTURED_CRITERIA, "magnitude", "ablation"),
     "layer": (*STRUCTURED_CRITERIA, "magnitude", "ablation"),
+    "ffn": (*STRUCTURED_CRITERIA, "magnitude"),
     "unstructured": ("l1", "l2", "magnitude"),
     "nm": ("l1", "l2", "magnitude"),
 }
@@ -53,6 +58,7 @@ DEFAULT_CRITERION = {
     "channel": "l2",
     "head": "taylor",
     "layer": "taylor",
+    "ffn": "taylor",
     "unstructured": "l1",
     "nm": "l1",
 }
@@ -63,11 +69,13 @@ TARGETS: dict[str, tuple[tuple[str, ...], str]] = {
     "sparsity": (("unstructured", "nm"), "the fraction of weights set to zero"),
     "heads": (("head",), "the fraction of attention heads to remove"),
     "layers": (("layer",), "the number of layers to remove"),
+    "ffn": (("ffn",), "the fraction of FFN intermediate neurons to remove"),
 }
 SCHEDULES = ("one-shot", "iterative")
 SCOPES = ("global", "layer")
-SCOPED_METHODS = ("channel", "head", "unstructured")
-DATA_BUILTINS = {"classification": ("digits", "synthetic"), "embedding": ("sentences",)}
+SCOPED_METHODS = ("channel", "head", "unstructured", "ffn")
+DATA_BUILTINS = {"classification": ("digits", "synthetic", "topics"), "embedding": ("sentences",)}
+TEXT_CLASSIFIER = "minilm-topics"  # the built-in text classifier (pruning.text_tasks)
 RECIPES_PACKAGE = "pruneguard.pruning.recipes"  # read through importlib.resources (wheel-safe)
 NM_SPARSITY = 0.5  # 2:4 keeps 2 of every 4 weights
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
@@ -81,6 +89,7 @@ FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 class ModelSpec:
     builtin: str | None = None
     factory: str | None = None
+    hf: Path | None = None  # a local Hugging Face folder (transformers)
     weights: Path | None = None
     input_shape: tuple[int, ...] | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
@@ -90,6 +99,11 @@ class ModelSpec:
 class DataSpec:
     builtin: str | None = None
     factory: str | None = None
+    file: Path | None = None  # labelled texts, CSV or JSONL (a text classifier)
+    text: str = "text"  # the file's text column
+    label: str | None = None  # its label column
+    val_file: Path | None = None  # held-out texts; else val_share of each class, by seed
+    val_share: float = 0.2
     shape: tuple[int, ...] | None = None
     classes: int | None = None
     samples: int | None = None
@@ -110,6 +124,15 @@ class Target:
 
     def as_dict(self) -> dict[str, float | int]:
         return {self.kind: int(self.value) if self.kind == "layers" else self.value}
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One method of a recipe: what it removes, ranked how, and how much."""
+
+    method: str
+    criterion: str
+    target: Target
 
 
 @dataclass(frozen=True)
@@ -177,6 +200,25 @@ class Recipe:
     seed: int = 0
     source: str | None = None  # the file it came from (for messages and relative paths)
     extra: Mapping[str, Any] = field(default_factory=dict)  # task-specific keys (embedding)
+    # a combined recipe (``method: [head, ffn]``): its methods in the order they run; then
+    # ``method`` is their names joined by "+" and ``target`` is the first stage's
+    combined: tuple[Stage, ...] = ()
+
+    @property
+    def is_text(self) -> bool:
+        """Whether the transformer pipeline runs this recipe (an encoder of texts)."""
+        return (
+            self.task == "embedding"
+            or self.model.hf is not None
+            or self.model.builtin == TEXT_CLASSIFIER
+            or self.data.file is not None
+            or self.data.builtin == "topics"
+        )
+
+    @property
+    def stages(self) -> tuple[Stage, ...]:
+        """The methods to run, in order: one stage, or a combined recipe's stages."""
+        return self.combined or (Stage(self.method, self.criterion, self.target),)
 
     @property
     def base_dir(self) -> Path | None:
@@ -199,10 +241,15 @@ class Recipe:
 
     def pruning_section(self) -> dict[str, Any]:
         """The manifest's ``pruning`` block: what was done, in the recipe's own words."""
+        criterion: str | dict[str, str] = self.criterion
+        target = self.target.as_dict()
+        if self.combined:
+            criterion = {s.method: s.criterion for s in self.combined}
+            target = {k: v for s in self.combined for k, v in s.target.as_dict().items()}
         return {
             "method": self.method,
-            "criterion": self.criterion,
-            "target": self.target.as_dict(),
+            "criterion": criterion,
+            "target": target,
             "scope": self.scope,
             "round_to": self.round_to,
             "schedule": asdict(self.schedule),
@@ -254,25 +301,17 @@ def parse_recipe(data: Any, *, source: str | None = None, base_dir: Path | None 
     top = _mapping(data, "recipe")
     _keys(top, ALLOWED_TOP, "")
     task = _choice(top, "task", TASKS, "", default="classification")
-    method = _choice(top, "method", METHODS, "", required=True)
-    criterion = _choice(
-        top,
-        "criterion",
-        CRITERIA[method],
-        "",
-        default=DEFAULT_CRITERION[method],
-        why=f"for method {method}",
-    )
+    method, criterion, target, combined = _method(top, task)
     recipe = Recipe(
         name=_name(top),
         task=task,
         model=_model(top.get("model"), base_dir),
-        data=_data(top.get("data"), task),
+        data=_data(top.get("data"), task, base_dir),
         train=_train(top.get("train")),
         method=method,
         criterion=criterion,
         scope=_choice(top, "scope", SCOPES, "", default=None),
-        target=_target(top.get("target"), method),
+        target=target,
         schedule=_schedule(top.get("schedule")),
         finetune=_finetune(top.get("finetune")),
         accept=_accept(top.get("accept")),
@@ -281,6 +320,7 @@ def parse_recipe(data: Any, *, source: str | None = None, base_dir: Path | None 
         seed=_int(top, "seed", "", lo=0, default=0),
         source=source,
         extra=_options(top, "", key="embedding"),
+        combined=combined,
     )
     _cross_checks(recipe)
     return recipe
@@ -303,6 +343,12 @@ def variant(
 
     An iterative schedule keeps the recipe's steps when it iterates already, else takes 4.
     """
+    if recipe.combined and (target is not None or criterion is not None):
+        raise ConfigError(
+            f"method={recipe.method}: a combined recipe has one target and criterion per method, "
+            "so it cannot be varied by one number; sweep a single-method recipe, or write one "
+            "recipe per combination"
+        )
     changes: dict[str, Any] = {}
     if target is not None:
         value: Any = int(target) if recipe.target.kind == "layers" else target
@@ -324,6 +370,103 @@ def variant(
 # --- sections --------------------------------------------------------------------------------
 
 
+def _method(top: Mapping[str, Any], task: str) -> tuple[str, str, Target, tuple[Stage, ...]]:
+    """(method, criterion, target, combined stages) from ``method``/``criterion``/``target``."""
+    if isinstance(top.get("method"), list):
+        stages = _combined(top, task)
+        names = {s.criterion for s in stages}
+        criterion = names.pop() if len(names) == 1 else "+".join(s.criterion for s in stages)
+        return "+".join(s.method for s in stages), criterion, stages[0].target, stages
+    method = _choice(top, "method", METHODS, "", required=True)
+    criterion = _choice(
+        top,
+        "criterion",
+        CRITERIA[method],
+        "",
+        default=DEFAULT_CRITERION[method],
+        why=f"for method {method}",
+    )
+    return method, criterion, _target(top.get("target"), method), ()
+
+
+def _text_model(top: Mapping[str, Any]) -> bool:
+    model, data = top.get("model"), top.get("data")
+    model = model if isinstance(model, Mapping) else {}
+    data = data if isinstance(data, Mapping) else {}
+    return (
+        "hf" in model
+        or model.get("builtin") == TEXT_CLASSIFIER
+        or "file" in data
+        or data.get("builtin") == "topics"
+    )
+
+
+def _combined(top: Mapping[str, Any], task: str) -> tuple[Stage, ...]:
+    methods = top["method"]
+    shown = f"[{', '.join(map(str, methods))}]"
+    if task != "embedding" and not _text_model(top):
+        raise ConfigError(
+            f"method={shown}: combined methods are only for transformer encoders of text "
+            f"(task: embedding, or a text classifier: model.hf, model builtin {TEXT_CLASSIFIER}); "
+            f"use one method of {', '.join(METHODS)}"
+        )
+    distinct = len(set(map(str, methods))) == len(methods)
+    if len(methods) < 2 or not distinct or not all(m in COMBINABLE for m in methods):
+        raise ConfigError(
+            f"method={shown}: a list combines two or more different methods of "
+            f"{', '.join(COMBINABLE)} (they run in that order), e.g. method: [head, ffn]; "
+            "for one method write method: head"
+        )
+    ordered = [m for m in COMBINABLE if m in methods]
+    criteria = _stage_criteria(top.get("criterion"), ordered, shown)
+    targets = _stage_targets(top.get("target"), ordered, shown)
+    return tuple(Stage(m, criteria[m], targets[m]) for m in ordered)
+
+
+def _stage_criteria(raw: Any, methods: list[str], shown: str) -> dict[str, str]:
+    """One criterion for every method, or a mapping ``{method: criterion}`` (others default)."""
+    if raw is None or isinstance(raw, str):
+        given = {m: raw for m in methods if raw is not None}
+    else:
+        example = "criterion: {layer: ablation, head: taylor}"
+        given = dict(_mapping(raw, "criterion", example=example))
+        _keys(given, tuple(methods), "criterion")
+    out = {}
+    for m in methods:
+        where = "criterion" if isinstance(raw, str) else f"criterion.{m}"
+        value = given.get(m, DEFAULT_CRITERION[m])
+        if value not in CRITERIA[m]:
+            raise ConfigError(
+                f"{where}={value!r}: must be one of {', '.join(CRITERIA[m])} for method {m} "
+                f"(of method {shown}); or give one per method, e.g. criterion: {{{m}: taylor}}"
+            )
+        out[m] = value
+    return out
+
+
+def _stage_targets(raw: Any, methods: list[str], shown: str) -> dict[str, Target]:
+    """One target key per method: ``{heads: 0.3, ffn: 0.5, layers: 1}``."""
+    keys = {m: _fitting(m) for m in methods}
+    example = ", ".join(f"{k}: {1 if k == 'layers' else 0.5}" for k in keys.values())
+    t = _mapping(raw, "target", example=f"target: {{{example}}}")
+    _keys(t, tuple(TARGETS), "target")
+    for key in t:
+        if key not in keys.values():
+            raise ConfigError(
+                f"target.{key}: fits no method of {shown} ({key} is for "
+                f"{' or '.join(TARGETS[key][0])}); remove it, or add that method to the list"
+            )
+    out = {}
+    for m, key in keys.items():
+        if key not in t:
+            raise ConfigError(
+                f"target.{key} is missing: method {shown} needs one target per method, "
+                f"e.g. target: {{{example}}}"
+            )
+        out[m] = _target({key: t[key]}, m)
+    return out
+
+
 def _name(top: Mapping[str, Any]) -> str:
     name = top.get("name")
     if not isinstance(name, str) or not NAME_RE.match(name):
@@ -336,8 +479,10 @@ def _name(top: Mapping[str, Any]) -> str:
 
 def _model(raw: Any, base_dir: Path | None) -> ModelSpec:
     m = _mapping(raw, "model", example="model: {builtin: digits-cnn}")
-    _keys(m, ("builtin", "factory", "weights", "input_shape", "options"), "model")
-    _one_of(m, ("builtin", "factory"), "model")
+    _keys(m, ("builtin", "factory", "hf", "weights", "input_shape", "options"), "model")
+    _one_of(m, ("builtin", "factory", "hf"), "model")
+    if "hf" in m:
+        return ModelSpec(hf=_hf_folder(m, base_dir), options=_options(m, "model"))
     if "factory" in m:
         factory = _factory(m["factory"], "model.factory")
         weights = _weights(m.get("weights"), base_dir)
@@ -356,11 +501,44 @@ def _model(raw: Any, base_dir: Path | None) -> ModelSpec:
     return ModelSpec(builtin=builtin, input_shape=given, options=_options(m, "model"))
 
 
-def _data(raw: Any, task: str) -> DataSpec:
+def _text_file(d: Mapping[str, Any], task: str, base_dir: Path | None, batch: int) -> DataSpec:
+    if task != "classification":
+        raise ConfigError(
+            f"data.file with task {task}: files hold labelled texts for a text classifier; "
+            "for an encoder use data: {builtin: sentences}"
+        )
+    share = d.get("val_share", 0.2)
+    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share < 1:
+        raise ConfigError(f"data.val_share={share!r}: must be > 0 and < 1, e.g. 0.2")
+    label = _text(d["label"], "data.label") if "label" in d else None
+    if label is None:
+        raise ConfigError("data.label is missing: name the file's label column, e.g. label: label")
+    return DataSpec(
+        file=_path(d["file"], "data.file", base_dir),
+        text=_text(d.get("text", "text"), "data.text"),
+        label=label,
+        val_file=_path(d["val_file"], "data.val_file", base_dir) if "val_file" in d else None,
+        val_share=float(share),
+        batch_size=batch,
+    )
+
+
+def _path(value: Any, where: str, base_dir: Path | None) -> Path:
+    path = Path(_text(value, where)).expanduser()
+    return base_dir / path if not path.is_absolute() and base_dir is not None else path
+
+
+def _data(raw: Any, task: str, base_dir: Path | None = None) -> DataSpec:
     d = _mapping(raw, "data", example="data: {builtin: digits}")
-    _keys(d, ("builtin", "factory", "shape", "classes", "samples", "batch_size", "options"), "data")
-    _one_of(d, ("builtin", "factory"), "data")
+    _keys(d, ("builtin", "factory", "file", "text", "label", "val_file", "val_share", "shape",
+              "classes", "samples", "batch_size", "options"), "data")  # fmt: skip
+    _one_of(d, ("builtin", "factory", "file"), "data")
     batch = _int(d, "batch_size", "data", lo=1, default=64)
+    if "file" in d:
+        return _text_file(d, task, base_dir, batch)
+    for key in ("text", "label", "val_file", "val_share"):
+        if key in d:
+            raise ConfigError(f"data.{key}: only data.file takes {key}; remove it")
     if "factory" in d:
         factory = _factory(d["factory"], "data.factory")
         return DataSpec(factory=factory, batch_size=batch, options=_options(d, "data"))
@@ -504,10 +682,16 @@ def _cross_checks(recipe: Recipe) -> None:
         raise ConfigError(
             f"round_to={recipe.round_to}: only method channel rounds channel counts; remove it"
         )
-    if recipe.scope is not None and recipe.method not in SCOPED_METHODS:
+    methods = [s.method for s in recipe.stages]
+    if recipe.scope is not None and not set(methods) & set(SCOPED_METHODS):
         raise ConfigError(
             f"scope={recipe.scope}: only methods {', '.join(SCOPED_METHODS)} rank globally or per "
             f"layer (method {recipe.method} does not); remove scope"
+        )
+    if recipe.scope == "global" and methods == ["ffn"]:
+        raise ConfigError(
+            "scope=global with method ffn: FFN pruning keeps the same width in every layer (so "
+            "config.intermediate_size still describes the model); use scope: layer or remove scope"
         )
     if recipe.scope == "global" and recipe.target.kind == "macs_reduction":
         raise ConfigError(
@@ -519,8 +703,11 @@ def _cross_checks(recipe: Recipe) -> None:
             "finetune.distill=true with finetune.epochs=0: nothing would be distilled; "
             "set finetune.epochs >= 1 or distill: false"
         )
-    if recipe.extra and recipe.task != "embedding":
-        raise ConfigError("embedding: this section is only for task: embedding; remove it")
+    if recipe.extra and not recipe.is_text:
+        raise ConfigError(
+            "embedding: this section is only for text models (task: embedding, model.hf, "
+            "data.file); remove it"
+        )
 
 
 # --- small validators ------------------------------------------------------------------------
@@ -635,6 +822,23 @@ def _shape(value: Any, where: str) -> tuple[int, ...]:
             "e.g. [1, 8, 8]"
         )
     return tuple(value)
+
+
+def _hf_folder(m: Mapping[str, Any], base_dir: Path | None) -> Path:
+    for key in ("weights", "input_shape"):
+        if key in m:
+            raise ConfigError(
+                f"model.{key}: a Hugging Face folder holds its own weights and config; remove {key}"
+            )
+    path = Path(_text(m["hf"], "model.hf")).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    if not (path / "config.json").is_file():
+        raise ConfigError(
+            f"model.hf={m['hf']!r}: {path} is not a Hugging Face model folder (no config.json); "
+            "pass the folder `save_pretrained` wrote"
+        )
+    return path
 
 
 def _weights(value: Any, base_dir: Path | None) -> Path | None:

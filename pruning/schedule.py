@@ -99,12 +99,28 @@ def _layer(model: nn.Module, recipe: Recipe, amount: float, ctx: PruneContext) -
     )
 
 
+def _ffn(model: nn.Module, recipe: Recipe, amount: float, ctx: PruneContext) -> Pruner:
+    from pruneguard.pruning.ffn import FfnPruner
+
+    return FfnPruner(
+        model,
+        criterion=recipe.criterion,
+        target=amount,
+        scope=recipe.scope,
+        steps=recipe.schedule.steps,
+        calibration=ctx.calibration,
+        loss_fn=ctx.loss_fn,
+        seed=recipe.seed,
+    )
+
+
 PRUNERS: dict[str, Builder] = {
     "channel": _channel,
     "unstructured": _unstructured,
     "nm": _nm,
     "head": _head,
     "layer": _layer,
+    "ffn": _ffn,
 }
 
 

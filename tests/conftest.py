@@ -11,6 +11,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -85,3 +86,28 @@ def artifact_factory(tmp_path: Path):  # type: ignore[no-untyped-def]
         return make_artifact(tmp_path / f"artifact-{next(counter)}", **kwargs)  # type: ignore[arg-type]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def text_artifacts(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(dense, pruned) artifacts of a small random-weight BERT embedding model, built once."""
+    from hf_models import make_text_artifacts
+
+    return make_text_artifacts(tmp_path_factory.mktemp("text-artifacts"))
+
+
+@pytest.fixture
+def text_models(pruneguard_home: Path, text_artifacts: tuple[Path, Path]) -> Iterator[Any]:
+    """The pruned text model as champion, its dense parent as shadow (name ``texts``)."""
+    from serving_support import Models
+
+    from pruneguard.registry import open_registry
+
+    registry = open_registry(None, home=pruneguard_home)
+    dense, pruned = text_artifacts
+    champion = registry.register(pruned, actor="test").tag
+    shadow = registry.register(dense, actor="test").tag
+    registry.set_alias("texts", "champion", champion, actor="test")
+    registry.set_alias("texts", "shadow", shadow, actor="test")
+    yield Models(registry=registry, champion=champion, shadow=shadow, home=pruneguard_home)
+    registry.close()

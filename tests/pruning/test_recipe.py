@@ -188,3 +188,106 @@ def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
     path.write_text("name: x\nmodel: {builtin: [\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_recipe(path)
+
+
+EMBEDDING: dict[str, Any] = {
+    "name": "minilm-combined",
+    "task": "embedding",
+    "model": {"builtin": "all-minilm-l6-v2"},
+    "data": {"builtin": "sentences"},
+    "method": ["head", "ffn"],
+    "criterion": "taylor",
+    "target": {"heads": 0.3, "ffn": 0.5},
+    "finetune": {"epochs": 2, "distill": True},
+}
+
+
+def test_ffn_method_takes_a_fraction_of_neurons() -> None:
+    raw = {**EMBEDDING, "method": "ffn", "target": {"ffn": 0.5}, "scope": "layer"}
+    recipe = parse_recipe(raw)
+    assert (recipe.method, recipe.criterion, recipe.target) == ("ffn", "taylor", Target("ffn", 0.5))
+    assert recipe.combined == () and [s.method for s in recipe.stages] == ["ffn"]
+    assert recipe.pruning_section()["target"] == {"ffn": 0.5}
+
+
+def test_combined_methods_run_layers_heads_then_ffn() -> None:
+    raw = {**EMBEDDING, "method": ["ffn", "layer", "head"],
+           "criterion": {"layer": "ablation"}, "target": {"heads": 0.3, "ffn": 0.5, "layers": 1}}  # fmt: skip
+    recipe = parse_recipe(raw)
+    assert recipe.method == "layer+head+ffn"
+    assert [(s.method, s.criterion, s.target) for s in recipe.stages] == [
+        ("layer", "ablation", Target("layers", 1)),
+        ("head", "taylor", Target("heads", 0.3)),
+        ("ffn", "taylor", Target("ffn", 0.5)),
+    ]
+    section = recipe.pruning_section()
+    assert section["target"] == {"layers": 1, "heads": 0.3, "ffn": 0.5}
+    assert section["criterion"] == {"layer": "ablation", "head": "taylor", "ffn": "taylor"}
+    assert set(section) == set(parse_recipe(GOOD).pruning_section())  # the same keys
+
+
+def test_single_method_pruning_section_is_unchanged() -> None:
+    assert parse_recipe(GOOD).pruning_section() == {
+        "method": "channel", "criterion": "taylor", "target": {"ratio": 0.5}, "scope": None,
+        "round_to": None, "schedule": {"kind": "iterative", "steps": 3},
+        "finetune": {"epochs": 1, "lr": 0.001, "distill": True, "recovery_epochs": 1},
+        "recipe": "digits-cnn", "seed": 0,
+    }  # fmt: skip
+
+
+COMBINED_BAD = [
+    (
+        {"task": "classification", "data": {"builtin": "digits"}},
+        ["method=[head, ffn]", "only for transformer encoders of text", "model.hf",
+         "use one method of"],
+    ),
+    ({"method": ["head"]}, ["method=[head]", "two or more different methods", "layer, head, ffn"]),
+    ({"method": ["head", "head"]}, ["method=[head, head]", "two or more different"]),
+    ({"method": ["head", "channel"]}, ["method=[head, channel]", "layer, head, ffn"]),
+    ({"target": {"heads": 0.3}}, ["target.ffn is missing", "one target per method",
+                                  "heads: 0.5, ffn: 0.5"]),
+    ({"target": {"heads": 0.3, "ffn": 0.5, "layers": 1}},
+     ["target.layers: fits no method of [head, ffn]", "add that method"]),
+    ({"target": {"heads": 0.3, "ffn": 1.2}}, ["target.ffn=1.2", "must be > 0 and < 1",
+                                              "FFN intermediate neurons"]),
+    ({"target": {"heads": 0.3, "ffn": 0.5, "ratio": 0.5}}, ["target.ratio: fits no method"]),
+    ({"target": {"heads": 0.3, "fnn": 0.5}}, ["target.fnn: unknown key", "did you mean 'ffn'"]),
+    ({"criterion": "ablation"}, ["criterion='ablation'", "for method ffn", "one per method"]),
+    ({"criterion": {"ffn": "ablation"}}, ["criterion.ffn='ablation'", "for method ffn"]),
+    ({"criterion": {"layer": "taylor"}}, ["criterion.layer: unknown key", "head, ffn"]),
+    ({"round_to": 8}, ["round_to=8", "only method channel"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragments"), COMBINED_BAD, ids=[str(c)[:60] for c, _ in COMBINED_BAD]
+)
+def test_bad_combined_recipe_names_key_value_and_fix(
+    changes: dict[str, Any], fragments: list[str]
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_recipe({**EMBEDDING, **changes})
+    message = str(err.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+
+
+def test_ffn_scope_is_per_layer_only() -> None:
+    with pytest.raises(ConfigError, match=r"scope=global with method ffn.*use scope: layer"):
+        parse_recipe({**EMBEDDING, "method": "ffn", "target": {"ffn": 0.5}, "scope": "global"})
+    # combined: scope is the heads' ranking; the FFN is per layer whatever it says
+    assert parse_recipe({**EMBEDDING, "scope": "global"}).scope == "global"
+
+
+def test_combined_recipe_is_not_varied_by_one_number() -> None:
+    from pruneguard.pruning.recipe import variant
+
+    with pytest.raises(ConfigError, match=r"method=head\+ffn: a combined recipe.*single-method"):
+        variant(parse_recipe(EMBEDDING), target=0.4)
+
+
+def test_minilm_fast_combines_heads_and_ffn_with_distillation() -> None:
+    recipe = load_recipe("minilm-fast")
+    assert recipe.task == "embedding" and recipe.finetune.distill
+    assert {"head", "ffn"} <= {s.method for s in recipe.stages}
