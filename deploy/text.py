@@ -78,8 +78,12 @@ class TextEncoder:
     def load(
         cls, artifact: Path, spec: Mapping[str, Any], input_names: Sequence[str]
     ) -> TextEncoder:
-        from tokenizers import Tokenizer
-
+        try:
+            from tokenizers import Tokenizer
+        except ModuleNotFoundError as exc:
+            raise ArtifactError(
+                "serving a text model needs the tokenizers package: `pip install tokenizers`"
+            ) from exc
         unknown = [n for n in input_names if n not in _FIELDS]
         if unknown:
             raise ArtifactError(

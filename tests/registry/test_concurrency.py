@@ -69,9 +69,17 @@ def test_two_concurrent_rollbacks_one_wins(
     results = [_result(p) for p in procs]
     winners = [r for r in results if "won" in r]
     losers = [r for r in results if "conflict" in r]
+    rollbacks = [e for e in registry.history(MODEL) if e.action == "rollback"]
+    assert winners and winners[0]["won"] in {pruned.tag, dense.tag}, results
+    if len(winners) == 2:
+        # On a loaded machine one worker can finish before the other reads: then the two
+        # ran one after the other, and the second must start from where the first ended
+        # (a lost update would show both moving from the same champion).
+        assert [e.from_version for e in rollbacks] == [newer.tag, rollbacks[0].to_version]
+        return
     assert len(winners) == 1 and len(losers) == 1, results
     assert winners[0]["won"] == pruned.tag
     assert "another actor moved it" in losers[0]["conflict"] or "no prior" in losers[0]["conflict"]
     assert registry.resolve(MODEL, "champion") == pruned.tag
-    assert [e.action for e in registry.history(MODEL)].count("rollback") == 1
+    assert len(rollbacks) == 1
     assert dense.tag != pruned.tag
