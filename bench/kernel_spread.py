@@ -32,7 +32,7 @@ def finetune_seed(seed: int) -> dict[str, float]:
     from kernel_cases import finetune_split, trained_cnn
 
     from pruneguard.pruning.finetune import accuracy, train
-    from pruneguard.pruning.structured import ChannelPruner
+    from pruneguard.pruning.methods.channels import ChannelPruner
 
     digits = finetune_split()
     teacher = trained_cnn(digits["train"], seed)
@@ -70,9 +70,9 @@ def parity_errors() -> dict[str, float]:
     import torch
 
     from pruneguard.pruning.export import export_onnx, parity
+    from pruneguard.pruning.methods.channels import ChannelPruner
     from pruneguard.pruning.models import build_builtin
     from pruneguard.pruning.models.zoo import ZOO, ZOO_INPUT_SHAPE, build_zoo
-    from pruneguard.pruning.structured import ChannelPruner
 
     found = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -94,8 +94,8 @@ def dead_channel_shifts() -> dict[str, float]:
     import torch
     from torch import nn
 
+    from pruneguard.pruning.methods.channels import ChannelPruner
     from pruneguard.pruning.models.zoo import ZOO_INPUT_SHAPE, build_zoo
-    from pruneguard.pruning.structured import ChannelPruner
 
     found = {}
     for criterion in ("l1", "l2", "gradient", "taylor", "activation"):

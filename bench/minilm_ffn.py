@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from pruneguard.pruning import embedding
+from pruneguard.pruning import transformer
 from pruneguard.pruning.recipe import Recipe, load_recipe
 from pruneguard.pruning.text import load_minilm, load_paraphrases, load_sentences
 
@@ -40,19 +40,19 @@ def log(msg: str) -> None:
 
 
 def prune_and_recover(recipe: Recipe, teacher: Any, tokenizer: Any) -> tuple[Any, dict[str, Any]]:
-    """The recipe's pruning and distillation on a copy of ``teacher`` (what embedding.run does)."""
-    opts = embedding.EmbeddingOptions.from_mapping(recipe.extra)
+    """The recipe's pruning and distillation on a copy of ``teacher`` (what transformer.run does)."""
+    opts = transformer.EmbeddingOptions.from_mapping(recipe.extra)
     torch.manual_seed(recipe.seed)
     sentences = load_sentences()[: opts.train_sentences]
-    train = embedding.sentence_batches(tokenizer, sentences, opts)
-    calibration = embedding.sentence_batches(tokenizer, sentences[: opts.calibration], opts)
+    train = transformer.sentence_batches(tokenizer, sentences, opts)
+    calibration = transformer.sentence_batches(tokenizer, sentences[: opts.calibration], opts)
     student = copy.deepcopy(teacher)
 
     def recover(step: int, epochs: int | None = None) -> None:
         n = recipe.finetune.recovery_epochs if epochs is None else epochs
-        embedding.distill(student, teacher, train, epochs=n, lr=recipe.finetune.lr, seed=step)
+        transformer.distill(student, teacher, train, epochs=n, lr=recipe.finetune.lr, seed=step)
 
-    report = embedding.prune_encoder(student, recipe, calibration, recover)
+    report = transformer.prune_encoder(student, recipe, calibration, recover)
     recover(recipe.schedule.steps, recipe.finetune.epochs)
     return student.eval(), report
 
@@ -63,14 +63,14 @@ def one_seed(
     start = time.time()
     student, report = prune_and_recover(recipe, teacher, tokenizer)
     seconds = round(time.time() - start, 1)
-    pruned_eval = embedding.evaluate(student, tokenizer, load_paraphrases())
-    cosine = embedding.mean_cosine(pruned_eval, dense_eval)
+    pruned_eval = transformer.evaluate(student, tokenizer, load_paraphrases())
+    cosine = transformer.mean_cosine(pruned_eval, dense_eval)
     log(f"seed {recipe.seed}: cosine {cosine:.4f} after {seconds} s; timing")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "pruned.onnx"
-        embedding.export_encoder(student, path)
+        transformer.export_encoder(student, path)
         load = os.getloadavg()[0]
-        lat = embedding.measure_latency(
+        lat = transformer.measure_latency(
             {"dense": dense_onnx, "pruned": path}, batch_sizes=(1, 8), seq_len=128,
             blocks=blocks, runs=recipe.export.latency_runs, threads=1,
         )  # fmt: skip
@@ -86,7 +86,7 @@ def one_seed(
         "layers_after": report.get("layers_after"),
         "ffn_width_after": sorted(set(report.get("ffn_width_after", {}).values())),
         "params": sum(p.numel() for p in student.parameters()),
-        "macs_seq128": embedding.count_macs(student, 128),
+        "macs_seq128": transformer.count_macs(student, 128),
         "seconds_prune_and_distill": seconds,
         "load_average_1m": {"start": load, "end": os.getloadavg()[0]},
     }
@@ -110,11 +110,11 @@ def main() -> None:
     recipe = load_recipe(args.recipe)
     start = time.time()
     teacher, tokenizer = load_minilm()
-    dense_eval = embedding.evaluate(teacher, tokenizer, load_paraphrases())
+    dense_eval = transformer.evaluate(teacher, tokenizer, load_paraphrases())
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         dense_onnx = Path(tmp) / "dense.onnx"
-        embedding.export_encoder(teacher, dense_onnx)
+        transformer.export_encoder(teacher, dense_onnx)
         for seed in range(args.seeds):
             runs.append(
                 one_seed(
@@ -130,7 +130,7 @@ def main() -> None:
         "dense": {
             "paraphrase_retrieval": dense_eval.retrieval_accuracy,
             "params": sum(p.numel() for p in teacher.parameters()),
-            "macs_seq128": embedding.count_macs(teacher, 128),
+            "macs_seq128": transformer.count_macs(teacher, 128),
         },
         "seeds": runs,
         "mean_cosine_to_dense": spread(cosines),

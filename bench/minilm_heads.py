@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pruneguard.pruning import embedding
-from pruneguard.pruning.heads import HeadPruner
+from pruneguard.pruning import transformer
+from pruneguard.pruning.methods.heads import HeadPruner
 from pruneguard.pruning.recipe import load_recipe
 from pruneguard.pruning.text import load_minilm, load_paraphrases, load_sentences
 
@@ -36,20 +36,22 @@ def log(msg: str) -> None:
 
 
 def criteria_at_same_count(
-    fraction: float, calibration: int, seeds: int, dense_eval: embedding.EmbeddingEval
+    fraction: float, calibration: int, seeds: int, dense_eval: transformer.EmbeddingEval
 ) -> dict[str, Any]:
     model, tokenizer = load_minilm()
     pairs = load_paraphrases()
-    opts = embedding.EmbeddingOptions()
-    cal = embedding.sentence_batches(tokenizer, load_sentences()[:calibration], opts)
+    opts = transformer.EmbeddingOptions()
+    cal = transformer.sentence_batches(tokenizer, load_sentences()[:calibration], opts)
     runs = [("magnitude", 0)] + [("random", s) for s in range(seeds)]
     out: dict[str, Any] = {"random": []}
     for criterion, seed in runs:
         student = copy.deepcopy(model)
         pruner = HeadPruner(student, criterion=criterion, target=fraction,
-                            calibration=cal, forward=embedding.encode_batch, seed=seed)  # fmt: skip
+                            calibration=cal, forward=transformer.encode_batch, seed=seed)  # fmt: skip
         pruner.step()
-        cosine = embedding.mean_cosine(embedding.evaluate(student, tokenizer, pairs), dense_eval)
+        cosine = transformer.mean_cosine(
+            transformer.evaluate(student, tokenizer, pairs), dense_eval
+        )
         log(f"{criterion} seed {seed}: {pruner.report()['heads_after']} heads, cosine {cosine:.4f}")
         if criterion == "random":
             out["random"].append(cosine)
@@ -61,18 +63,18 @@ def criteria_at_same_count(
 def latency_only(fraction: float, calibration: int, blocks: int) -> dict[str, Any]:
     """Re-time dense vs head-pruned (no recovery: latency depends on shapes, not weights)."""
     model, tokenizer = load_minilm()
-    opts = embedding.EmbeddingOptions()
-    cal = embedding.sentence_batches(tokenizer, load_sentences()[:calibration], opts)
+    opts = transformer.EmbeddingOptions()
+    cal = transformer.sentence_batches(tokenizer, load_sentences()[:calibration], opts)
     student = copy.deepcopy(model)
     pruner = HeadPruner(student, criterion="taylor", target=fraction, calibration=cal,
-                        forward=embedding.encode_batch)  # fmt: skip
+                        forward=transformer.encode_batch)  # fmt: skip
     pruner.step()
     with tempfile.TemporaryDirectory() as tmp:
         paths = {"dense": Path(tmp) / "dense.onnx", "pruned": Path(tmp) / "pruned.onnx"}
-        embedding.export_encoder(model, paths["dense"])
-        embedding.export_encoder(student, paths["pruned"])
+        transformer.export_encoder(model, paths["dense"])
+        transformer.export_encoder(student, paths["pruned"])
         load = os.getloadavg()[0]
-        lat = embedding.measure_latency(
+        lat = transformer.measure_latency(
             paths, batch_sizes=(1, 8), seq_len=128, blocks=blocks, runs=11
         )
     return {
@@ -102,10 +104,10 @@ def main() -> None:
     )
     start, load_before = time.time(), os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
-        _, pm = embedding.run(recipe, Path(tmp) / "out", progress=True)
+        _, pm = transformer.run(recipe, Path(tmp) / "out", progress=True)
     m, p = pm["metrics"], pm["pruning"]
     model, tokenizer = load_minilm()
-    dense_eval = embedding.evaluate(model, tokenizer, load_paraphrases())
+    dense_eval = transformer.evaluate(model, tokenizer, load_paraphrases())
     calibration = int(recipe.extra.get("calibration", 96))
     compare = criteria_at_same_count(
         recipe.target.value, calibration, args.random_seeds, dense_eval

@@ -78,7 +78,7 @@ def _exportable(model: nn.Module) -> nn.Module:
     """An eval-mode model without pruning masks (a copy if masks must be baked in)."""
     from torch.nn.utils import prune
 
-    from pruneguard.pruning.unstructured import remove_masks
+    from pruneguard.pruning.methods.masks import remove_masks
 
     masked = [m for m in model.modules() if prune.is_pruned(m) and hasattr(m, "weight_orig")]
     if masked:

@@ -242,7 +242,7 @@ def pruned_manifest(
 
 def _sparse_metrics(metrics: dict[str, Any], model: nn.Module, onnx: OnnxMeasure) -> str:
     """Add sparsity and compressed sizes to ``metrics``; return the honest CPU note."""
-    from pruneguard.pruning.unstructured import sparsity_report
+    from pruneguard.pruning.methods.masks import sparsity_report
 
     report = sparsity_report(model)
     metrics["sparsity"] = report["sparsity"]

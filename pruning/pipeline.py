@@ -14,7 +14,6 @@ import gzip
 import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 
 from pruneguard.pruning.progress import steps
 from pruneguard.pruning.recipe import Recipe
+from pruneguard.pruning.staging import check_out, staged_pair
 from pruneguard.registry.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -101,7 +101,7 @@ def _context(recipe: Recipe, data: dict[str, DataLoader], example: torch.Tensor)
 
     import torch.nn.functional as F
 
-    from pruneguard.pruning.schedule import PruneContext
+    from pruneguard.pruning.methods import PruneContext
 
     calibration = list(itertools.islice(iter(_in_order(data["train"])), CALIBRATION_BATCHES))
     return PruneContext(example_inputs=example, calibration=calibration, loss_fn=F.cross_entropy)
@@ -182,8 +182,9 @@ def prune_copy(prep: Prepared, recipe: Recipe | None = None, *, progress: bool =
     sweep variant); its amount is resolved again when its target differs.
     """
     from pruneguard.pruning.finetune import train
-    from pruneguard.pruning.schedule import build_pruner, resolve_amount, run_schedule
-    from pruneguard.pruning.unstructured import remove_masks
+    from pruneguard.pruning.methods import build_pruner
+    from pruneguard.pruning.methods.masks import remove_masks
+    from pruneguard.pruning.schedule import resolve_amount, run_schedule
 
     recipe = recipe or prep.recipe
     say = _reporter(progress)
@@ -282,68 +283,33 @@ def run(
     """Run ``recipe`` end to end; write ``out_dir/dense`` and ``out_dir/pruned``; return both manifests.
 
     Text recipes (an encoder: ``task: embedding``, ``model.hf``, labelled text data) go to
-    :func:`pruning.embedding.run`.
+    :func:`pruning.transformer.run`.
     """
     if recipe.is_text:
-        return _run_embedding(recipe, Path(out_dir), progress)
+        return _run_transformer(recipe, Path(out_dir), progress)
     out = Path(out_dir)
-    _check_out(out)
+    check_out(out)
     say = _reporter(progress)
     prep = prepare(recipe, progress=progress)
     pruned_model = prune_copy(prep, progress=progress)
     pruned = evaluate(pruned_model, prep.data["val"], prep.example)
     say(f"pruned: accuracy {pruned.accuracy:.4f}, {pruned.params} params, {pruned.macs} MACs")
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=_parent(out)))
-    try:
+    with staged_pair(out) as staging:
         say("exporting to ONNX; measuring parity and latency")
         onnx = measure_onnx({"dense": prep.model, "pruned": pruned_model}, prep.example,
                             prep.baseline.inputs, staging, recipe, progress)  # fmt: skip
         manifests = _write_both(staging, prep, pruned, pruned_model, onnx)
-        _move_into(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     say(f"wrote {out / 'dense'} and {out / 'pruned'}")
     return manifests
 
 
-def _run_embedding(
+def _run_transformer(
     recipe: Recipe, out: Path, progress: bool
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    from pruneguard.pruning.embedding import run as run_embedding
+    from pruneguard.pruning.transformer import run as run_transformer
 
-    _check_out(out)
-    return run_embedding(recipe, out, progress=progress)
-
-
-def _parent(out: Path) -> Path:
-    parent = out.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    return parent
-
-
-def _check_out(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file; pass a directory")
-    for sub in ("dense", "pruned"):
-        if (out / sub).exists():
-            raise ConfigError(
-                f"{out / sub} already exists; choose another --out or remove it first"
-            )
-
-
-def _move_into(staging: Path, out: Path) -> None:
-    """Rename staged ``dense`` and ``pruned`` into ``out``; undo the first if the second fails."""
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    _check_out(out)
-    os.rename(staging / "dense", out / "dense")
-    try:
-        os.rename(staging / "pruned", out / "pruned")
-    except BaseException:
-        os.rename(out / "dense", staging / "dense")
-        if created:
-            out.rmdir()
-        raise
+    check_out(out)
+    return run_transformer(recipe, out, progress=progress)
 
 
 def _write_both(

@@ -8,12 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from pruneguard.pruning.attention import (
+from pruneguard.pruning.methods.attention import (
     PrunableEncoderLayer,
     PrunableSelfAttention,
     convert_attention,
 )
-from pruneguard.pruning.heads import find_heads, gate_heads, remove_heads
+from pruneguard.pruning.methods.heads import find_heads, gate_heads, remove_heads
 from pruneguard.registry.errors import ConfigError
 
 

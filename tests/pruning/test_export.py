@@ -11,8 +11,8 @@ import torch
 
 from pruneguard.pruning.export import export_onnx, parity
 from pruneguard.pruning.latency import make_session
+from pruneguard.pruning.methods.masks import apply_masks, compute_masks
 from pruneguard.pruning.models import build_builtin
-from pruneguard.pruning.unstructured import apply_masks, compute_masks
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from pruneguard.pruning.embedding import prune_encoder
-from pruneguard.pruning.ffn import (
+from pruneguard.pruning.methods.ffn import (
     FfnExhausted,
     FfnPruner,
     NoFfn,
@@ -24,6 +23,7 @@ from pruneguard.pruning.ffn import (
 )
 from pruneguard.pruning.recipe import parse_recipe
 from pruneguard.pruning.text import SentenceEncoder
+from pruneguard.pruning.transformer import prune_encoder
 from pruneguard.registry.errors import ConfigError
 
 transformers = pytest.importorskip("transformers")

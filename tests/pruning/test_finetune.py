@@ -13,8 +13,8 @@ from kernel_cases import finetune_split, trained_cnn
 from torch.utils.data import DataLoader
 
 from pruneguard.pruning.finetune import accuracy, distillation_loss, predict, train
+from pruneguard.pruning.methods.channels import ChannelPruner
 from pruneguard.pruning.models import build_builtin
-from pruneguard.pruning.structured import ChannelPruner
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pruneguard.pruning.export import export_onnx, parity
-from pruneguard.pruning.heads import (
+from pruneguard.pruning.methods.heads import (
     HeadPruner,
     HeadsExhausted,
     NoAttention,
@@ -20,7 +20,7 @@ from pruneguard.pruning.heads import (
     removal_counts,
     score_heads,
 )
-from pruneguard.pruning.layers import LayerPruner
+from pruneguard.pruning.methods.layers import LayerPruner
 from pruneguard.pruning.models import build_builtin
 from pruneguard.pruning.models.digits_transformer import DigitsTransformer
 from pruneguard.registry.errors import ConfigError

@@ -11,7 +11,7 @@ import pytest
 from hf_models import FFN, HEADS, KINDS, LAYERS, make_hf_folder, tiny_recipe
 
 from pruneguard.deploy.model import LoadedModel
-from pruneguard.pruning import embedding
+from pruneguard.pruning import transformer
 from pruneguard.pruning.recipe import parse_recipe
 from pruneguard.registry.artifact import verify
 from pruneguard.registry.errors import ConfigError
@@ -24,7 +24,7 @@ def test_own_encoder_pruned_by_heads_ffn_and_layers_is_served(tmp_path: Path, ki
     recipe = tiny_recipe(
         folder, method=["head", "ffn", "layer"], target={"heads": 0.25, "ffn": 0.5, "layers": 1}
     )
-    dense_m, pruned_m = embedding.run(recipe, tmp_path / "out", progress=False)
+    dense_m, pruned_m = transformer.run(recipe, tmp_path / "out", progress=False)
     assert verify(tmp_path / "out" / "pruned") == pruned_m
     metrics = pruned_m["metrics"]
     assert metrics["parity_max_abs_diff"] <= 1e-4

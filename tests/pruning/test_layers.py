@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pruneguard.pruning.attention import convert_attention
-from pruneguard.pruning.layers import (
+from pruneguard.pruning.methods.attention import convert_attention
+from pruneguard.pruning.methods.layers import (
     LayerCountError,
     LayerPruner,
     drop_layers,

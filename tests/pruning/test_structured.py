@@ -12,16 +12,16 @@ from torch import nn
 
 from pruneguard.pruning.errors import TargetUnreachable
 from pruneguard.pruning.export import export_onnx, parity
-from pruneguard.pruning.importance import CRITERIA
 from pruneguard.pruning.measure import count_macs, count_params
-from pruneguard.pruning.models import build_builtin
-from pruneguard.pruning.models.zoo import ZOO, ZOO_INPUT_SHAPE, build_zoo
-from pruneguard.pruning.structured import (
+from pruneguard.pruning.methods.channels import (
     ChannelPruner,
     find_classifier,
     ratio_for_mac_reduction,
     recalibrate_batchnorm,
 )
+from pruneguard.pruning.methods.importance import CRITERIA
+from pruneguard.pruning.models import build_builtin
+from pruneguard.pruning.models.zoo import ZOO, ZOO_INPUT_SHAPE, build_zoo
 from pruneguard.registry.errors import ConfigError, Conflict
 
 DIGITS_SHAPE = (1, 8, 8)

@@ -14,7 +14,7 @@ from hf_models import make_hf_folder
 
 from pruneguard.agent.features import stack_rows
 from pruneguard.deploy.model import LoadedModel
-from pruneguard.pruning import embedding
+from pruneguard.pruning import transformer
 from pruneguard.pruning.recipe import parse_recipe
 from pruneguard.pruning.textdata import load_file, load_topics, split, with_val_file
 from pruneguard.registry.artifact import verify
@@ -117,7 +117,7 @@ def test_own_classifier_from_a_file_is_pruned_exported_and_served(tmp_path: Path
         "export": {"batch_sizes": [1], "latency_blocks": 1, "latency_runs": 2},
         "embedding": {"calibration": 8, "batch_size": 8, "seq_len": 32},
     })  # fmt: skip
-    _, pruned_m = embedding.run(recipe, tmp_path / "out", progress=False)
+    _, pruned_m = transformer.run(recipe, tmp_path / "out", progress=False)
     assert verify(tmp_path / "out" / "pruned") == pruned_m
     io = pruned_m["io"]
     assert io["task"] == "classification" and io["class_labels"] == sorted(WORDS)

@@ -7,8 +7,7 @@ import torch
 from torch import nn
 
 from pruneguard.pruning.finetune import train
-from pruneguard.pruning.models import build_builtin
-from pruneguard.pruning.unstructured import (
+from pruneguard.pruning.methods.masks import (
     MaskPruner,
     apply_masks,
     compute_masks,
@@ -16,6 +15,7 @@ from pruneguard.pruning.unstructured import (
     remove_masks,
     sparsity_report,
 )
+from pruneguard.pruning.models import build_builtin
 from pruneguard.registry.errors import ConfigError, Conflict
 
 

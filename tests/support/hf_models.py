@@ -79,8 +79,8 @@ def tiny_recipe(folder: Path, *, name: str = "texts", method: str = "head", targ
 
 def make_text_artifacts(root: Path, kind: str = "bert", **recipe: object) -> tuple[Path, Path]:
     """A random-weight ``kind`` encoder pruned by :func:`tiny_recipe`: (dense, pruned) dirs."""
-    from pruneguard.pruning import embedding
+    from pruneguard.pruning import transformer
 
     folder = make_hf_folder(root / f"hf-{kind}", kind)
-    embedding.run(tiny_recipe(folder, **recipe), root / "out", progress=False)  # type: ignore[arg-type]
+    transformer.run(tiny_recipe(folder, **recipe), root / "out", progress=False)  # type: ignore[arg-type]
     return root / "out" / "dense", root / "out" / "pruned"

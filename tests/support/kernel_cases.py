@@ -12,8 +12,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from pruneguard.pruning.finetune import train
+from pruneguard.pruning.methods.channels import ChannelPruner
 from pruneguard.pruning.models import build_builtin
-from pruneguard.pruning.structured import ChannelPruner
 
 Rows = tuple[torch.Tensor, torch.Tensor]
 
@@ -80,7 +80,7 @@ def heads_removed_and_gated(model: nn.Module, feeds: dict[str, torch.Tensor]) ->
     """``model``'s outputs with HEAD_PLAN's heads removed physically, and with them gated to 0.
 
     ``model`` is left with the heads removed."""
-    from pruneguard.pruning.heads import find_heads, gate_heads, remove_heads
+    from pruneguard.pruning.methods.heads import find_heads, gate_heads, remove_heads
 
     sites = find_heads(model)
     gates = [torch.ones(site.num_heads) for site in sites]

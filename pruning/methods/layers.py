@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pruneguard.pruning.attention import PrunableEncoderLayer, PrunableSelfAttention
-from pruneguard.pruning.heads import (
+from pruneguard.pruning.methods.attention import PrunableEncoderLayer, PrunableSelfAttention
+from pruneguard.pruning.methods.heads import (
     Batch,
     Forward,
     Loss,
@@ -53,7 +53,7 @@ class LayerCountError(ConfigError):
 
 
 def _has_attention(module: nn.Module) -> bool:
-    from pruneguard.pruning.heads import _is_bert_attention, _is_distilbert_attention
+    from pruneguard.pruning.methods.heads import _is_bert_attention, _is_distilbert_attention
 
     kinds: tuple[type[nn.Module], ...] = (
         nn.MultiheadAttention,

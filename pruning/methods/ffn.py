@@ -6,7 +6,7 @@ are the ``first.out_features`` intermediate units. Understood here:
 - BERT-family layers from transformers 5 (BERT, MiniLM, RoBERTa, ELECTRA…):
   ``layer.intermediate.dense`` → ``layer.output.dense``;
 - DistilBERT: ``ffn.lin1`` → ``ffn.lin2``;
-- :class:`pruning.attention.PrunableEncoderLayer` (what :func:`convert_attention` makes of
+- :class:`pruning.methods.attention.PrunableEncoderLayer` (what :func:`convert_attention` makes of
   ``nn.TransformerEncoderLayer``): ``linear1`` → ``linear2``.
 
 Neurons are *gated* by a forward pre-hook on the second linear, whose input is the activation:
@@ -30,8 +30,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pruneguard.pruning.attention import PrunableEncoderLayer, convert_attention
-from pruneguard.pruning.heads import (
+from pruneguard.pruning.methods.attention import PrunableEncoderLayer, convert_attention
+from pruneguard.pruning.methods.heads import (
     Batch,
     Forward,
     Loss,
@@ -132,7 +132,7 @@ def find_ffn(model: nn.Module) -> list[FfnSite]:
             raise NoFfn(
                 f"{name or 'the model'} is an nn.TransformerEncoderLayer, whose fused fast path "
                 "bypasses the FFN gates; convert the model first with "
-                "pruning.attention.convert_attention(model)"
+                "pruning.methods.attention.convert_attention(model)"
             )
         layout = _layout(module)
         if layout is not None and (

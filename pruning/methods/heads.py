@@ -2,7 +2,7 @@
 
 Two kinds of attention module are understood:
 
-- :class:`pruning.attention.PrunableSelfAttention` (what :func:`convert_attention` makes of
+- :class:`pruning.methods.attention.PrunableSelfAttention` (what :func:`convert_attention` makes of
   ``nn.MultiheadAttention`` / ``nn.TransformerEncoderLayer``);
 - BERT-family attention from transformers 5 (``attention.self.{query,key,value}`` and
   ``attention.output.dense``: BERT, RoBERTa, MiniLM), which no longer has ``prune_heads``;
@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pruneguard.pruning.attention import PrunableSelfAttention, convert_attention
+from pruneguard.pruning.methods.attention import PrunableSelfAttention, convert_attention
 from pruneguard.registry.errors import ConfigError
 
 __all__ = [
@@ -129,7 +129,7 @@ def find_heads(model: nn.Module) -> list[HeadSite]:
         if isinstance(module, nn.MultiheadAttention):
             raise NoAttention(
                 f"{name or 'the model'} is an nn.MultiheadAttention, which cannot hold fewer heads; "
-                "convert the model first with pruning.attention.convert_attention(model)"
+                "convert the model first with pruning.methods.attention.convert_attention(model)"
             )
         if isinstance(module, PrunableSelfAttention):
             sites.append(HeadSite(name, module, module.head_dim, "prunable"))

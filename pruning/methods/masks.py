@@ -10,7 +10,7 @@ faster on them (see docs/pruning-engine.md). The gain is compressibility, not la
 
 from __future__ import annotations
 
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -196,3 +196,7 @@ class MaskPruner:
     def finish(self) -> None:
         while self.steps_done < self.steps:
             self.step()
+
+    def report(self) -> dict[str, Any]:
+        """JSON-able: the sparsity reached (the manifest measures it again on the model)."""
+        return {"mask_sparsity": self.sparsity * self.steps_done / self.steps}

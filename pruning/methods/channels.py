@@ -18,8 +18,8 @@ import torch_pruning as tp
 from torch import nn
 
 from pruneguard.pruning.errors import TargetUnreachable
-from pruneguard.pruning.importance import DATA_CRITERIA, make_importance, prepare_importance
 from pruneguard.pruning.measure import count_macs
+from pruneguard.pruning.methods.importance import DATA_CRITERIA, make_importance, prepare_importance
 from pruneguard.registry.errors import ConfigError, Conflict
 
 __all__ = ["ChannelPruner", "find_classifier", "ratio_for_mac_reduction", "recalibrate_batchnorm"]
@@ -212,6 +212,10 @@ class ChannelPruner:
 
     def finish(self) -> None:
         """Nothing left to do: channels were removed at each step."""
+
+    def report(self) -> dict[str, Any]:
+        """JSON-able: what the manifest's pruning section does not already say."""
+        return {"channel_steps_done": self.steps_done}
 
 
 def _submodules(

@@ -5,7 +5,7 @@ dense evaluation → head, FFN and layer pruning (scored on training texts) → 
 distillation (token hidden-state MSE to the dense teacher) → ONNX export with dynamic batch
 and sequence axes → parity → ONNX Runtime latency at sequence length 128 → two artifacts,
 each with its tokenizer. What differs per task (data, evaluation, metrics, io, reference)
-is a :mod:`pruning.text_tasks` adapter.
+is a :mod:`pruning.tasks` adapter.
 """
 
 from __future__ import annotations
@@ -14,29 +14,24 @@ import copy
 import os
 import shutil
 import sys
-import tempfile
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pruneguard.pruning.text_tasks import (
-    TextAdapter,
-    TextEval,
-    mean_cosine,
-    retrieval,
-    text_adapter,
-)
+from pruneguard.pruning.staging import staged_pair
+from pruneguard.pruning.tasks import TextAdapter, TextEval, mean_cosine, text_adapter
+from pruneguard.pruning.tasks.embedding import retrieval
 from pruneguard.registry.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from pruneguard.pruning.recipe import Recipe, Stage
+    from pruneguard.pruning.recipe import Recipe
     from pruneguard.pruning.text import SentenceEncoder
 
 __all__ = [
@@ -135,21 +130,9 @@ def prune_encoder(
     comes, so it finds the modules the earlier stages left. The reports are merged (their keys
     are disjoint); ``criterion_used`` is a mapping per method for a combined recipe.
     """
-    from pruneguard.pruning.ffn import FfnPruner
-    from pruneguard.pruning.heads import HeadPruner
-    from pruneguard.pruning.layers import LayerPruner
+    from pruneguard.pruning.methods import PruneContext, build_pruner
 
-    def build(stage: Stage, criterion: str) -> HeadPruner | LayerPruner | FfnPruner:
-        common: dict[str, Any] = {
-            "criterion": criterion, "steps": recipe.schedule.steps, "calibration": calibration,
-            "forward": encode_batch, "seed": recipe.seed,
-        }  # fmt: skip
-        if stage.method == "head":
-            return HeadPruner(model, target=stage.target.value, scope=recipe.scope, **common)
-        if stage.method == "layer":
-            return LayerPruner(model, target=int(stage.target.value), **common)
-        return FfnPruner(model, target=stage.target.value, scope="layer", **common)
-
+    ctx = PruneContext(calibration=calibration, forward=encode_batch)
     for stage in recipe.stages:  # refuse before anything is cut
         if stage.method not in ("head", "layer", "ffn"):
             raise ConfigError(
@@ -161,7 +144,8 @@ def prune_encoder(
     cuts, total = 0, recipe.schedule.steps * len(recipe.stages)
     for stage in recipe.stages:
         used[stage.method] = "taylor" if stage.criterion == "gradient" else stage.criterion
-        pruner = build(stage, used[stage.method])
+        scored = replace(stage, criterion=used[stage.method])
+        pruner = build_pruner(recipe, model, stage.target.value, ctx, scored)
         for _ in range(recipe.schedule.steps):
             pruner.step()
             cuts += 1
@@ -325,7 +309,7 @@ class _Side:
 
 
 def _side(model: SentenceEncoder, adapter: TextAdapter, seq_len: int) -> _Side:
-    from pruneguard.pruning.heads import attention_memory
+    from pruneguard.pruning.methods.heads import attention_memory
 
     return _Side(
         model=model,
@@ -386,9 +370,7 @@ def _write(
     from pruneguard.pruning.text import tokenize
     from pruneguard.registry.artifact import sha256_file
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
-    try:
+    with staged_pair(out) as staging:
         say("exporting to ONNX; measuring parity and latency")
         paths = {"dense": staging / "dense.onnx", "pruned": staging / "pruned.onnx"}
         sample = tokenize(adapter.tokenizer, adapter.sample_texts(), max_length=opts.max_length)
@@ -407,24 +389,8 @@ def _write(
         manifests = _artifacts(
             recipe, staging, dense, pruned, report, diffs, lat, parent, adapter, opts
         )
-        _move_into(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     say(f"wrote {out / 'dense'} and {out / 'pruned'}")
     return manifests
-
-
-def _move_into(staging: Path, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    for sub in ("dense", "pruned"):
-        if (out / sub).exists():
-            raise ConfigError(f"{out / sub} already exists; choose another --out or remove it")
-    os.rename(staging / "dense", out / "dense")
-    try:
-        os.rename(staging / "pruned", out / "pruned")
-    except BaseException:
-        os.rename(out / "dense", staging / "dense")
-        raise
 
 
 def _artifacts(

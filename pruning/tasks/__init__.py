@@ -1,0 +1,92 @@
+"""What differs between the tasks in the transformer pipeline (:mod:`pruning.transformer`).
+
+A task adapter loads the model, its tokenizer and the task's data, evaluates a model on the
+held-out texts, and says what the artifact holds for the task (its ``io``, its metrics, its
+reference sample, its notes). Everything else (scoring, pruning, recovery by distillation,
+export, parity, latency, the two artifacts) is shared.
+
+- :mod:`.embedding`: a sentence encoder; "accuracy" is paraphrase retrieval on the held-out
+  pairs, closeness to dense is the mean cosine of the embeddings.
+- :mod:`.text_classification`: a sequence classifier on labelled texts (your file, or the
+  built-in topics); accuracy on the held-out split, agreement with dense on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from torch import nn
+
+    from pruneguard.pruning.recipe import Recipe
+
+__all__ = ["TextAdapter", "TextEval", "frame", "mean_cosine", "text_adapter"]
+
+
+@dataclass(frozen=True)
+class TextEval:
+    """A model's answers on the held-out texts."""
+
+    outputs: np.ndarray  # embeddings (n, hidden) or class logits (n, classes)
+    predictions: np.ndarray  # retrieved partner / class per row
+    labels: np.ndarray  # true partner / class per row
+    accuracy: float
+
+    @property  # the embedding names, for benches written against them
+    def embeddings(self) -> np.ndarray:
+        return self.outputs
+
+    @property
+    def retrieval_accuracy(self) -> float:
+        return self.accuracy
+
+
+class TextAdapter(Protocol):
+    model: Any  # SentenceEncoder | TextClassifier
+    tokenizer: Any
+    train_texts: list[str]
+    note: str
+    output_name: str
+
+    def evaluate(self, model: nn.Module) -> TextEval: ...
+
+    def metrics(self, side: TextEval, dense: TextEval) -> dict[str, Any]: ...
+
+    def io(self, hidden: int) -> dict[str, Any]: ...
+
+    def reference(self, evaluation: TextEval) -> pd.DataFrame: ...
+
+    def sample_texts(self) -> list[str]: ...
+
+    def prepare(self, recipe: Recipe, say: Callable[[str], None]) -> None: ...
+
+
+def mean_cosine(a: TextEval, b: TextEval) -> float:
+    """Mean cosine between two models' (normalised) embeddings of the same sentences."""
+    return float((a.outputs * b.outputs).sum(1).mean())
+
+
+def frame(columns: dict[str, np.ndarray], evaluation: TextEval) -> pd.DataFrame:
+    import pandas as pd
+
+    frame = pd.DataFrame(columns)
+    frame["label"] = evaluation.labels.astype("int64")
+    frame["prediction"] = evaluation.predictions.astype("int64")
+    return frame
+
+
+def text_adapter(
+    recipe: Recipe, *, train_limit: int | None, eval_pairs: int | None, max_length: int
+) -> TextAdapter:
+    """The adapter of a text recipe's task."""
+    from pruneguard.pruning.tasks.embedding import EmbeddingAdapter
+    from pruneguard.pruning.tasks.text_classification import ClassifierAdapter
+
+    if recipe.task == "embedding":
+        return EmbeddingAdapter(recipe, train_limit=train_limit, eval_pairs=eval_pairs)
+    return ClassifierAdapter(recipe, train_limit=train_limit, max_length=max_length)
