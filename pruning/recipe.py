@@ -99,9 +99,9 @@ class ModelSpec:
 class DataSpec:
     builtin: str | None = None
     factory: str | None = None
-    file: Path | None = None  # labelled texts, CSV or JSONL (a text classifier)
+    file: Path | None = None  # texts, CSV or JSONL (labelled for a text classifier)
     text: str = "text"  # the file's text column
-    label: str | None = None  # its label column
+    label: str | None = None  # its label column (optional for an encoder)
     val_file: Path | None = None  # held-out texts; else val_share of each class, by seed
     val_share: float = 0.2
     shape: tuple[int, ...] | None = None
@@ -502,16 +502,15 @@ def _model(raw: Any, base_dir: Path | None) -> ModelSpec:
 
 
 def _text_file(d: Mapping[str, Any], task: str, base_dir: Path | None, batch: int) -> DataSpec:
-    if task != "classification":
+    if task not in ("classification", "embedding"):
         raise ConfigError(
-            f"data.file with task {task}: files hold labelled texts for a text classifier; "
-            "for an encoder use data: {builtin: sentences}"
+            f"data.file with task {task}: files hold texts for a text classifier or an encoder"
         )
     share = d.get("val_share", 0.2)
     if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share < 1:
         raise ConfigError(f"data.val_share={share!r}: must be > 0 and < 1, e.g. 0.2")
     label = _text(d["label"], "data.label") if "label" in d else None
-    if label is None:
+    if label is None and task == "classification":
         raise ConfigError("data.label is missing: name the file's label column, e.g. label: label")
     return DataSpec(
         file=_path(d["file"], "data.file", base_dir),

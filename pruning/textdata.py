@@ -22,7 +22,7 @@ import numpy as np
 
 from pruneguard.registry.errors import ConfigError
 
-__all__ = ["LabelledTexts", "load_file", "load_topics", "split"]
+__all__ = ["LabelledTexts", "holdout", "load_file", "load_topics", "split"]
 
 MIN_PER_TOPIC = 60
 MAX_PER_TOPIC = 160
@@ -105,6 +105,22 @@ def split(
         tuple(t for t, v in zip(texts, val, strict=True) if not v), index[~val],
         tuple(t for t, v in zip(texts, val, strict=True) if v), index[val], classes,
     )  # fmt: skip
+
+
+def holdout(texts: Sequence[str], *, val_share: float, seed: int) -> tuple[list[str], list[str]]:
+    """Unlabelled texts split into (train, held out): ``val_share`` of them, at least 2 held
+    out (a neighbour needs another text) and 1 to train on, drawn by ``seed``."""
+    take = max(2, round(val_share * len(texts)))
+    if len(texts) < take + 1:
+        raise ConfigError(
+            f"data.file holds {len(texts)} texts; an encoder needs at least 3 (2 held out to "
+            "compare, 1 to distil on): give more texts"
+        )
+    val = np.zeros(len(texts), dtype=bool)
+    val[np.random.default_rng(seed).choice(len(texts), size=take, replace=False)] = True
+    return [t for t, v in zip(texts, val, strict=True) if not v], [
+        t for t, v in zip(texts, val, strict=True) if v
+    ]
 
 
 def with_val_file(

@@ -84,9 +84,9 @@ def text_adapter(
     recipe: Recipe, *, train_limit: int | None, eval_pairs: int | None, max_length: int
 ) -> TextAdapter:
     """The adapter of a text recipe's task."""
-    from pruneguard.pruning.tasks.embedding import EmbeddingAdapter
+    from pruneguard.pruning.tasks.embedding import embedding_adapter
     from pruneguard.pruning.tasks.text_classification import ClassifierAdapter
 
     if recipe.task == "embedding":
-        return EmbeddingAdapter(recipe, train_limit=train_limit, eval_pairs=eval_pairs)
+        return embedding_adapter(recipe, train_limit=train_limit, eval_pairs=eval_pairs)
     return ClassifierAdapter(recipe, train_limit=train_limit, max_length=max_length)

@@ -44,6 +44,54 @@ def test_own_encoder_pruned_by_heads_ffn_and_layers_is_served(tmp_path: Path, ki
     assert set(report["ffn_width_after"].values()) == {FFN // 2}
 
 
+@pytest.mark.slow  # two dynamo exports: ~15 s
+@pytest.mark.parametrize("labelled", [False, True], ids=["unlabelled", "labelled"])
+def test_own_encoder_on_own_texts_from_a_file(tmp_path: Path, labelled: bool) -> None:
+    import csv
+
+    from pruneguard.pruning.text import load_sentences
+
+    texts = load_sentences()[:40]
+    path = tmp_path / "texts.csv"
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["body", "topic"])
+        writer.writerows([t, "odd" if i % 2 else "even"] for i, t in enumerate(texts))
+    data = {"file": str(path), "text": "body", **({"label": "topic"} if labelled else {})}
+    folder = make_hf_folder(tmp_path / "bert")
+    recipe = tiny_recipe(folder, target={"heads": 0.5}, data=data)
+    dense_m, pruned_m = transformer.run(recipe, tmp_path / "out", progress=False)
+    dense, pruned = dense_m["metrics"], pruned_m["metrics"]
+    assert pruned["validation_rows"] == 8  # val_share 0.2 of 40 (stratified when labelled)
+    assert 0 < pruned["mean_cosine_to_dense"] <= 1.0 + 1e-6
+    assert pruned["parity_max_abs_diff"] <= 1e-4
+    assert any("data.file" in note for note in pruned_m["notes"])
+    if labelled:  # nearest-neighbour label accuracy: a random encoder is near chance
+        assert 0.0 <= dense["accuracy"] <= 1.0
+    else:  # neighbours agree with the dense model's: the dense model itself by definition
+        assert dense["accuracy"] == 1.0
+        assert pruned["accuracy"] == pruned["neighbour_accuracy"] <= 1.0
+
+
+def test_an_encoder_needs_enough_texts_in_its_file(tmp_path: Path) -> None:
+    path = tmp_path / "two.jsonl"
+    path.write_text('{"text": "one"}\n{"text": "two"}\n', encoding="utf-8")
+    folder = make_hf_folder(tmp_path / "bert")
+    recipe = tiny_recipe(folder, data={"file": str(path)})
+    with pytest.raises(ConfigError, match=r"holds 2 texts; an encoder needs at least 3"):
+        transformer.run(recipe, tmp_path / "out", progress=False)
+
+
+def test_a_text_classifier_file_still_needs_its_label_column(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("text\na\nb\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"data\.label is missing"):
+        parse_recipe({
+            "name": "x", "model": {"builtin": "minilm-topics"}, "data": {"file": str(path)},
+            "method": "head", "target": {"heads": 0.25},
+        })  # fmt: skip
+
+
 def test_a_folder_without_config_is_refused_with_the_fix(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"not a Hugging Face model folder.*save_pretrained"):
         parse_recipe({

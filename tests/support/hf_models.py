@@ -62,13 +62,13 @@ def make_hf_folder(path: Path, kind: str = "bert", *, seed: int = 0) -> Path:
     return path
 
 
-def tiny_recipe(folder: Path, *, name: str = "texts", method: str = "head", target=None):  # type: ignore[no-untyped-def]
+def tiny_recipe(folder: Path, *, name: str = "texts", method: str = "head", target=None, data=None):  # type: ignore[no-untyped-def]
     """An embedding recipe for a :func:`make_hf_folder` model that runs in seconds."""
     from pruneguard.pruning.recipe import parse_recipe
 
     return parse_recipe({
         "name": name, "task": "embedding", "model": {"hf": str(folder)},
-        "data": {"builtin": "sentences"}, "method": method,
+        "data": data or {"builtin": "sentences"}, "method": method,
         "target": target or {"heads": 0.25},
         "finetune": {"epochs": 1, "lr": 1e-3, "distill": True},
         "export": {"batch_sizes": [1], "latency_blocks": 1, "latency_runs": 2},
