@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pruneguard.pruning.recipe import Recipe, Target
-from pruneguard.registry.errors import ConfigError
 
 __all__ = [
     "DEPLOY_TARGETS",
@@ -201,9 +200,34 @@ def advise(
 
 
 def advise_recipe(recipe: Recipe, deploy_target: str = "cpu") -> Advice:
-    if recipe.combined:
-        raise ConfigError(
-            f"method={recipe.method}: the plan is worked out for one method at a time; ask for "
-            f"each ({', '.join(s.method for s in recipe.combined)}) with a single-method recipe"
-        )
-    return advise(recipe.method, recipe.target, deploy_target, steps=recipe.schedule.steps)
+    """The plan for a recipe; a combined recipe's is each stage's plan, merged."""
+    steps = recipe.schedule.steps
+    plans = [advise(s.method, s.target, deploy_target, steps=steps) for s in recipe.stages]
+    return plans[0] if len(plans) == 1 else _merged(recipe, plans)
+
+
+def _merged(recipe: Recipe, plans: list[Advice]) -> Advice:
+    """One plan for ``method: [a, b, ...]``: the schedule of the stage that needs the most
+    steps (a combined recipe runs the schedule once per stage), each stage's reasons once."""
+    most = max(plans, key=lambda a: a.steps)
+    reasons: list[str] = []
+    for stage, plan in zip(recipe.stages, plans, strict=True):
+        for reason in plan.reasons:
+            shared = all(reason in other.reasons for other in plans)
+            line = reason if shared else f"{stage.method}: {reason}"
+            if line not in reasons:
+                reasons.append(line)
+    warnings = [
+        f"{s.method}: {w}" for s, a in zip(recipe.stages, plans, strict=True) for w in a.warnings
+    ]
+    structures = {a.structure for a in plans}
+    return Advice(
+        structures.pop() if len(structures) == 1 else "mixed",
+        "[" + ", ".join(a.method for a in plans) + "]",
+        most.schedule,
+        most.steps,
+        None,  # the stages remove different things; their shares do not add up
+        most.deploy_target,
+        tuple(reasons),
+        tuple(warnings),
+    )

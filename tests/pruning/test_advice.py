@@ -7,9 +7,9 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from pruneguard.pruning.advice import advise, removed_fraction
+from pruneguard.pruning.advice import advise, advise_recipe, removed_fraction
 from pruneguard.pruning.cli import prune
-from pruneguard.pruning.recipe import Target
+from pruneguard.pruning.recipe import Target, parse_recipe
 
 
 @pytest.mark.parametrize(
@@ -88,3 +88,26 @@ def test_plan_cli_prints_advice_and_json() -> None:
     assert js.exit_code == 0, js.output
     data = json.loads(js.output)
     assert data["deploy_target"] == "gpu-sparse" and data["schedule"] == "iterative"
+
+
+def test_a_combined_recipe_gets_one_plan_over_its_stages() -> None:
+    runner = CliRunner()
+    js = runner.invoke(prune, ["plan", "minilm-fast", "--json"])  # heads 0.4, ffn 0.5
+    assert js.exit_code == 0, js.output
+    data = json.loads(js.output)
+    assert data["method"] == "[head, ffn]" and data["structure"] == "structured"
+    assert data["schedule"] == "iterative" and data["steps"] == 2  # both in the grey zone
+    assert data["removed_fraction"] is None
+    assert any(r.startswith("head: Removing about 40%") for r in data["reasons"])
+    assert any(r.startswith("ffn: Removing about 50%") for r in data["reasons"])
+    # the reason every stage shares is said once, without a stage name
+    assert sum("only structured pruning is faster" in r for r in data["reasons"]) == 1
+    # a one-shot recipe at a target over 50% in one stage is warned about, by stage
+    recipe = parse_recipe({
+        "name": "x", "task": "embedding", "model": {"builtin": "all-minilm-l6-v2"},
+        "data": {"builtin": "sentences"}, "method": ["head", "ffn"],
+        "target": {"heads": 0.25, "ffn": 0.7},
+    })  # fmt: skip
+    advice = advise_recipe(recipe)
+    assert advice.steps == 4 and advice.schedule == "iterative"  # ffn 0.7: ceil(0.7 / 0.2)
+    assert [w.split(":")[0] for w in advice.warnings] == ["ffn"]
