@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from agent_sim import cosine_ticks, cosine_windows
 from prometheus_client import CollectorRegistry
 from serving_support import Models, wait_for
 
@@ -18,9 +19,6 @@ from pruneguard.agent.policy import (
     INCONCLUSIVE,
     PASS,
     PolicyConfig,
-    PolicyState,
-    after_rollback,
-    decide,
 )
 from pruneguard.deploy.config import ServeConfig
 from pruneguard.deploy.metrics import ServingMetrics
@@ -67,7 +65,7 @@ def test_cosine_check_outcomes() -> None:
 
 
 def _windows(rng: np.random.Generator, pool: np.ndarray, n: int, shift: float = 0.0) -> list:
-    return [rng.choice(pool, size=CHECKS.min_pairs) - shift for _ in range(n)]
+    return cosine_windows(rng, pool, n, size=CHECKS.min_pairs, shift=shift)
 
 
 def test_false_alarms_on_unshifted_windows_stay_under_ten_percent(
@@ -83,15 +81,7 @@ def test_false_alarms_on_unshifted_windows_stay_under_ten_percent(
 
 
 def _ticks(windows: list, expected: float) -> list[str]:
-    state, actions = PolicyState(champion="texts:a"), []
-    for i, window in enumerate(windows):
-        now = i * 30.0
-        checks = [cosine_check(window, expected=expected, config=CHECKS)]
-        state, decision = decide(state, checks, now, POLICY)
-        actions.append(decision.action)
-        if decision.action == "rollback":
-            state = after_rollback(state, now, "done", POLICY)
-    return actions
+    return cosine_ticks(windows, expected, checks=CHECKS, policy=POLICY)
 
 
 def test_no_rollback_over_a_thousand_stationary_ticks(offline: tuple[np.ndarray, float]) -> None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pruneguard.agent.checks import CheckConfig, accuracy_gap_check, agreement_check
+from pruneguard.agent.checks import CheckConfig, accuracy_gap_check, agreement_check, cosine_check
 from pruneguard.agent.policy import (
     CheckResult,
     Decision,
@@ -75,3 +75,32 @@ def run_ticks(
         if decision.action == "rollback":
             state = after_rollback(state, now, "done", policy)
     return out
+
+
+def cosine_windows(
+    rng: np.random.Generator, pool: np.ndarray, n: int, *, size: int, shift: float = 0.0
+) -> list[np.ndarray]:
+    """``n`` windows of ``size`` per-request champion/shadow cosines drawn from ``pool`` (the
+    cosines measured on held-out texts: stationary traffic), lowered by ``shift``."""
+    return [rng.choice(pool, size=size) - shift for _ in range(n)]
+
+
+def cosine_ticks(
+    windows: list[np.ndarray],
+    expected: float,
+    *,
+    checks: CheckConfig,
+    policy: PolicyConfig,
+    interval: float = 30.0,
+) -> list[str]:
+    """The policy's action on each window's cosine check, rolling back as the agent does."""
+    state, actions = PolicyState(champion="texts:a"), []
+    for i, values in enumerate(windows):
+        now = i * interval
+        state, decision = decide(
+            state, [cosine_check(values, expected=expected, config=checks)], now, policy
+        )
+        actions.append(decision.action)
+        if decision.action == "rollback":
+            state = after_rollback(state, now, "done", policy)
+    return actions
