@@ -30,7 +30,7 @@ def one_seed(seed: int) -> dict[str, float]:
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="pruneguard-topics-") as tmp:
-        dense, pruned = run(load_recipe("minilm-topics").with_seed(seed), Path(tmp), progress=False)
+        _, pruned = run(load_recipe("minilm-topics").with_seed(seed), Path(tmp), progress=False)
     m = pruned["metrics"]
     return {
         "seed": seed,
