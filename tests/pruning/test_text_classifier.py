@@ -92,8 +92,9 @@ def test_recipe_errors_name_the_fix(tmp_path: Path) -> None:
             "target": {"heads": 0.25}}  # fmt: skip
     with pytest.raises(ConfigError, match=r"data\.label is missing"):
         parse_recipe({**base, "data": {"file": "x.csv"}})
-    with pytest.raises(ConfigError, match=r"data\.file with task embedding"):
-        parse_recipe({**base, "task": "embedding", "data": {"file": "x.csv", "label": "y"}})
+    # an encoder's file needs no label: its neighbours are judged against the dense model's
+    embed = parse_recipe({**base, "task": "embedding", "data": {"file": "x.csv"}})
+    assert embed.data.label is None and embed.data.file == Path("x.csv")
     with pytest.raises(ConfigError, match="val_share"):
         parse_recipe({**base, "data": {"file": "x.csv", "label": "y", "val_share": 1.5}})
     with pytest.raises(ConfigError, match=r"only data\.file takes"):
