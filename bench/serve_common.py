@@ -1,12 +1,21 @@
 """Shared parts of the serving benchmarks: a throwaway registry with two real ONNX versions,
 server processes on loopback, and a closed-loop HTTP load generator.
 
+Two models (``--model``, see :func:`add_model_args`): ``digits``, a small CNN built in
+seconds (tests/support/artifact_factory.py), sent ``{"inputs": rows}``; and ``text``,
+all-MiniLM-L6-v2 dense + pruned by the built-in recipe minilm-fast (built once into
+``--artifacts DIR``, then reused), sent ``{"texts": [...]}`` of English sentences that
+tokenize to about 128 tokens, tokenized in the service.
+
 Progress goes to stderr; each benchmark prints one JSON object on stdout.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import dataclasses
+import json
 import os
 import signal
 import socket
@@ -29,6 +38,9 @@ sys.path.append(str(ROOT / "tests" / "support"))  # artifact_factory: a real ONN
 
 MODEL = "digits"
 ROW = np.random.default_rng(0).uniform(0, 16, size=(1, 1, 8, 8)).round(2).tolist()
+TEXT_RECIPE = "minilm-fast"
+TEXT_TOKENS = 128  # the speed targets are measured at seq 128
+SENTENCES = ROOT / "pruning" / "data" / "sentences_train.txt"
 
 
 def log(name: str, msg: str) -> None:
@@ -41,38 +53,131 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def add_model_args(ap: argparse.ArgumentParser) -> None:
+    """The options that pick what is served: ``--model``, ``--artifacts``, ``--batch``."""
+    ap.add_argument(
+        "--model",
+        choices=("digits", "text"),
+        default="digits",
+        help="digits: a small CNN, rows in; text: MiniLM (minilm-fast), texts in",
+    )
+    ap.add_argument(
+        "--artifacts",
+        type=Path,
+        default=None,
+        help="text: cache of the minilm-fast dense/pruned artifacts (built there if absent; "
+        "default: a temp dir, rebuilt each run)",
+    )
+    ap.add_argument("--batch", type=int, default=1, help="rows or texts per request")
+
+
 @dataclass
 class Workspace:
     home: Path
-    champion: str
-    shadow: str
+    champion: str  # the pruned version
+    shadow: str  # its dense parent
     champion_dir: Path
     registry: Any
+    model: str = MODEL
+    texts: list[str] = field(default_factory=list)  # text model: request texts (~128 tokens)
+    db_url: str | None = None  # None: the default registry under home
+
+    def body(self, batch: int = 1) -> dict[str, Any]:
+        """A /predict request body of ``batch`` rows or texts."""
+        if self.texts:
+            return {"texts": [self.texts[i % len(self.texts)] for i in range(batch)]}
+        return {"inputs": [ROW[0]] * batch}
+
+    def with_champion(self, tag: str, *, shadow: str, label: str) -> Workspace:
+        """This workspace with its own registry database (same model store) in which ``tag``
+        is champion and ``shadow`` the shadow: two servers with different champions."""
+        from pruneguard.registry import open_registry
+
+        db_url = f"sqlite:///{self.home / f'registry-{label}.sqlite'}"
+        registry = open_registry(db_url, home=self.home)
+        try:
+            for version in (shadow, tag):
+                registry.register(self.registry.path(version), actor="bench")
+            registry.set_alias(self.model, "champion", tag, actor="bench")
+            registry.set_alias(self.model, "shadow", shadow, actor="bench")
+        finally:
+            registry.close()
+        return dataclasses.replace(self, champion=tag, shadow=shadow, db_url=db_url)
 
 
 @contextlib.contextmanager
-def workspace() -> Iterator[Workspace]:
-    """A temp PRUNEGUARD_HOME with a pruned champion (seed 1) and a dense shadow (seed 2)."""
+def workspace(model: str = "digits", artifacts: Path | None = None) -> Iterator[Workspace]:
+    """A temp PRUNEGUARD_HOME with a pruned champion and a dense shadow of ``model``:
+    digits (seeds 1 and 2) or text (minilm-fast, cached in ``artifacts``)."""
     with tempfile.TemporaryDirectory(prefix="pruneguard-bench-") as tmp:
         home = Path(tmp) / "home"
         os.environ["PRUNEGUARD_HOME"] = str(home)
         os.environ["BENTOML_HOME"] = str(home / "bentoml")
         os.environ["BENTOML_DO_NOT_TRACK"] = "True"
-        from artifact_factory import make_artifact
-
         from pruneguard.registry import open_registry
 
+        if model == "text":
+            dense, pruned = text_artifacts(artifacts or Path(tmp) / "artifacts")
+        else:
+            from artifact_factory import make_artifact
+
+            pruned = make_artifact(Path(tmp) / "pruned", name=MODEL, kind="pruned", seed=1)
+            dense = make_artifact(Path(tmp) / "dense", name=MODEL, kind="dense", seed=2)
+        name = json.loads((pruned / "manifest.json").read_text())["name"]
         registry = open_registry(home=home)
-        pruned = make_artifact(Path(tmp) / "pruned", name=MODEL, kind="pruned", seed=1)
-        dense = make_artifact(Path(tmp) / "dense", name=MODEL, kind="dense", seed=2)
         champion = registry.register(pruned, actor="bench").tag
         shadow = registry.register(dense, actor="bench").tag
-        registry.set_alias(MODEL, "champion", champion, actor="bench")
-        registry.set_alias(MODEL, "shadow", shadow, actor="bench")
+        registry.set_alias(name, "champion", champion, actor="bench")
+        registry.set_alias(name, "shadow", shadow, actor="bench")
+        texts = request_texts(pruned) if model == "text" else []
         try:
-            yield Workspace(home, champion, shadow, pruned, registry)
+            yield Workspace(home, champion, shadow, pruned, registry, name, texts)
         finally:
             registry.close()
+
+
+def text_artifacts(cache: Path) -> tuple[Path, Path]:
+    """(dense, pruned) minilm-fast artifacts in ``cache``, pruned there first if absent."""
+    dense, pruned = cache / "dense", cache / "pruned"
+    if not (pruned / "manifest.json").is_file():
+        from pruneguard.pruning.pipeline import run
+        from pruneguard.pruning.recipe import load_recipe
+
+        log("serve_common", f"pruning {TEXT_RECIPE} into {cache} (a few minutes, once)")
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        with contextlib.redirect_stdout(sys.stderr):  # the ONNX exporter prints on stdout
+            run(load_recipe(TEXT_RECIPE), cache)
+    return dense, pruned
+
+
+def request_texts(artifact: Path, count: int = 16) -> list[str]:
+    """``count`` different texts, each consecutive sentences of SENTENCES joined until the
+    artifact's tokenizer gives at least TEXT_TOKENS tokens (then truncated as served)."""
+    from tokenizers import Tokenizer
+
+    spec = json.loads((artifact / "manifest.json").read_text())["io"]["text"]
+    tokenizer = Tokenizer.from_file(str(artifact / spec["tokenizer"]))
+    lines = [x for x in SENTENCES.read_text().splitlines() if x.strip() and x[0] != "#"]
+    texts: list[str] = []
+    words: list[str] = []
+    for line in lines:
+        words.append(line)
+        if len(tokenizer.encode(" ".join(words)).ids) >= TEXT_TOKENS:
+            texts.append(" ".join(words))
+            words = []
+            if len(texts) == count:
+                return texts
+    raise RuntimeError(f"{SENTENCES} gives only {len(texts)} texts of {TEXT_TOKENS} tokens")
+
+
+def text_tokens(ws: Workspace) -> list[int]:
+    """Tokens per request text as served (after truncation)."""
+    from tokenizers import Tokenizer
+
+    spec = json.loads((ws.champion_dir / "manifest.json").read_text())["io"]["text"]
+    tokenizer = Tokenizer.from_file(str(ws.champion_dir / spec["tokenizer"]))
+    tokenizer.enable_truncation(int(spec["max_length"]))
+    return [len(tokenizer.encode(t).ids) for t in ws.texts]
 
 
 class Process:
@@ -116,7 +221,7 @@ def pruneguard_server(
     argv = [
         exe,
         "serve",
-        MODEL,
+        ws.model,
         "--port",
         "{port}",
         "--shadow-sample",
@@ -124,11 +229,24 @@ def pruneguard_server(
         "--poll-interval",
         str(poll_interval),
     ]
+    if ws.db_url:
+        argv += ["--db-url", ws.db_url]
     return Process(argv, {}, ws.home / f"{name}.log")
 
 
 def plain_server(ws: Workspace) -> Process:
-    onnx = ws.registry.path(ws.champion) / "model.onnx"
+    """bench/plain_service.py on the champion's ONNX file (and, for a text model, its
+    tokenizer set up as the manifest's ``io.text`` says)."""
+    artifact = ws.registry.path(ws.champion)
+    env = {"PLAIN_ONNX": str(artifact / "model.onnx")}
+    if ws.texts:
+        spec = json.loads((artifact / "manifest.json").read_text())["io"]["text"]
+        env |= {
+            "PLAIN_TOKENIZER": str(artifact / spec["tokenizer"]),
+            "PLAIN_MAX_LENGTH": str(spec["max_length"]),
+            "PLAIN_PAD_ID": str(spec["pad_token_id"]),
+            "PLAIN_PAD_TOKEN": str(spec["pad_token"]),
+        }
     argv = [
         sys.executable,
         "-m",
@@ -142,7 +260,7 @@ def plain_server(ws: Workspace) -> Process:
         "--working-dir",
         str(ROOT / "bench"),
     ]
-    return Process(argv, {"PLAIN_ONNX": str(onnx)}, ws.home / "plain.log")
+    return Process(argv, env, ws.home / "plain.log")
 
 
 @dataclass
@@ -151,6 +269,7 @@ class Sample:
     end: float
     status: int
     version: str
+    first: bool = False  # the client's first request of its closed_loop call
 
 
 @dataclass
@@ -176,6 +295,7 @@ def closed_loop(
     remaining = [requests]
 
     def client() -> None:
+        first = True
         with httpx.Client(base_url=url, timeout=30) as c:
             while True:
                 with lock:
@@ -186,9 +306,10 @@ def closed_loop(
                 try:
                     r = c.post("/predict", json=body)
                     version = r.json().get("model_version", "") if r.status_code == 200 else ""
-                    sample = Sample(start, time.perf_counter(), r.status_code, str(version))
+                    sample = Sample(start, time.perf_counter(), r.status_code, str(version), first)
                 except httpx.HTTPError:
-                    sample = Sample(start, time.perf_counter(), 0, "")
+                    sample = Sample(start, time.perf_counter(), 0, "", first)
+                first = False
                 with lock:
                     load.samples.append(sample)
                     load.errors += sample.status != 200
@@ -214,23 +335,36 @@ class Block:
 
 
 def alternating_blocks(
-    servers: dict[str, Process], *, blocks: int, requests: int, concurrency: int
+    servers: dict[str, Process],
+    *,
+    blocks: int,
+    requests: int,
+    concurrency: int,
+    body: dict[str, Any] | None = None,
+    warmup: int = 100,
+    drop_first: bool = False,
 ) -> Iterator[tuple[int, list[Block]]]:
-    """Wait for the servers, warm each up (100 requests, not measured), then yield per block
-    one :class:`Block` per server, the order alternating (AB, BA, ...) so that every server
-    sees the same machine load. The caller starts and stops the servers."""
+    """Wait for the servers, warm each up (``warmup`` requests, not measured), then yield per
+    block one :class:`Block` per server, the order alternating (AB, BA, ...) so that every
+    server sees the same machine load. ``drop_first`` leaves each client's first request of
+    a block out of its samples (it pays for the switch between servers). The caller starts
+    and stops the servers."""
     for server in servers.values():
         server.wait_ready()
     for server in servers.values():
-        closed_loop(server.url, requests=100, concurrency=concurrency)
+        closed_loop(server.url, requests=warmup, concurrency=concurrency, body=body)
     for block in range(blocks):
         order = list(servers) if block % 2 == 0 else list(reversed(servers))
         done = []
         for name in order:
             pid = servers[name].proc.pid
             cpu, start = tree_cpu_s(pid), time.perf_counter()
-            load = closed_loop(servers[name].url, requests=requests, concurrency=concurrency)
+            load = closed_loop(
+                servers[name].url, requests=requests, concurrency=concurrency, body=body
+            )
             seconds = time.perf_counter() - start
+            if drop_first:
+                load.samples = [s for s in load.samples if not s.first]
             done.append(Block(name, load, seconds, (tree_cpu_s(pid) - cpu) * 1000))
         yield block, done
 

@@ -7,6 +7,7 @@ as the client sees it.
 Target (issue 5): p50 and p99 with the shadow on <= 1.10x off. Prints JSON on stdout.
 
     .venv/bin/python bench/serve_shadow_overhead.py [--rounds 4] [--blocks 10] [--requests 200]
+        [--model text --artifacts DIR --batch 1]   # MiniLM (minilm-fast), texts in
 
 ``--control`` runs both servers with the shadow off (an A/A run): the ratio it prints is the
 noise floor of the measurement on this machine. PRUNEGUARD_SHADOW_MODE=thread measures the
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from serve_common import (
     Workspace,
+    add_model_args,
     alternating_blocks,
     log,
     metric_totals,
@@ -65,7 +67,12 @@ def run_round(ws: Workspace, args: argparse.Namespace, runs: Runs, round_no: int
     }
     try:
         blocks = alternating_blocks(
-            servers, blocks=args.blocks, requests=args.requests, concurrency=args.concurrency
+            servers,
+            blocks=args.blocks,
+            requests=args.requests,
+            concurrency=args.concurrency,
+            body=ws.body(args.batch),
+            drop_first=True,
         )
         for block, done in blocks:
             for b in done:
@@ -81,7 +88,7 @@ def run_round(ws: Workspace, args: argparse.Namespace, runs: Runs, round_no: int
                 f"round {round_no} block {block}: "
                 + ", ".join(f"{k} p50 {v[-1]['p50']}ms" for k, v in runs.blocks.items()),
             )
-        measured = 0 if args.control else args.requests * args.blocks
+        measured = 0 if args.control else args.requests * args.blocks * args.batch
         totals = _shadow_totals(servers["shadow_on"].url, measured)
         runs.shadow["compared"] += totals["compared"]
         runs.shadow["dropped"] += totals["dropped"]
@@ -97,14 +104,15 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=200, help="requests per block")
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--control", action="store_true", help="A/A: the shadow off on both")
+    add_model_args(ap)
     args = ap.parse_args()
     load_before = uptime()
     runs = Runs()
-    with workspace() as ws:
+    with workspace(args.model, args.artifacts) as ws:
         for round_no in range(args.rounds):
             run_round(ws, args, runs, round_no)
     samples, blocks = runs.samples, runs.blocks
-    measured = 0 if args.control else args.requests * args.blocks * args.rounds
+    measured = 0 if args.control else args.requests * args.blocks * args.rounds * args.batch
     shadow = {"measured_requests": measured, **runs.shadow}
     stats = {k: percentiles_ms(v) for k, v in samples.items()}
     ratio = {q: round(stats["shadow_on"][q] / stats["shadow_off"][q], 3) for q in ("p50", "p99")}
@@ -127,6 +135,8 @@ def main() -> None:
         json.dumps(
             {
                 "bench": NAME,
+                "model": args.model,
+                "batch": args.batch,
                 "control_a_a": args.control,
                 "shadow_mode": os.environ.get("PRUNEGUARD_SHADOW_MODE", "process"),
                 "requests_per_block": args.requests,

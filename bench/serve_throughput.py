@@ -7,6 +7,7 @@ pruneguard runs with its defaults (shadow on 100% of requests, prediction log, m
 Target (issue 5): pruneguard >= 0.8x the plain service's requests/s. Prints JSON on stdout.
 
     .venv/bin/python bench/serve_throughput.py [--rounds 3] [--blocks 4] [--requests 400]
+        [--model text --artifacts DIR --batch 1]   # MiniLM; the plain service tokenizes too
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from serve_common import (
     Workspace,
+    add_model_args,
     alternating_blocks,
     log,
     percentiles_ms,
@@ -45,7 +47,12 @@ def run_round(ws: Workspace, args: argparse.Namespace, seen: dict[str, Any], rou
     servers = {name: start_server[name]() for name in names}
     try:
         blocks = alternating_blocks(
-            servers, blocks=args.blocks, requests=args.requests, concurrency=args.concurrency
+            servers,
+            blocks=args.blocks,
+            requests=args.requests,
+            concurrency=args.concurrency,
+            body=ws.body(args.batch),
+            drop_first=True,
         )
         for block, done in blocks:
             for b in done:
@@ -70,6 +77,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=400, help="requests per block")
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--shadow-sample", type=float, default=1.0)
+    add_model_args(ap)
     args = ap.parse_args()
     load_before = uptime()
     seen: dict[str, Any] = {
@@ -78,7 +86,7 @@ def main() -> None:
         "errors": dict.fromkeys(SERVERS, 0),
         "cpu_ms": dict.fromkeys(SERVERS, 0.0),
     }
-    with workspace() as ws:
+    with workspace(args.model, args.artifacts) as ws:
         for round_no in range(args.rounds):
             run_round(ws, args, seen, round_no)
     rps, samples, errors = seen["rps"], seen["samples"], seen["errors"]
@@ -89,6 +97,8 @@ def main() -> None:
         json.dumps(
             {
                 "bench": NAME,
+                "model": args.model,
+                "batch": args.batch,
                 "requests_per_block": args.requests,
                 "rounds": args.rounds,
                 "blocks_per_server": args.blocks * args.rounds,
