@@ -89,7 +89,8 @@ def summary(dense: dict[str, Any], pruned: dict[str, Any], advice: str, seconds:
     lines += [
         f"  MACs removed {m['macs_reduction']:.1%}; accuracy drop {m['accuracy_drop'] * 100:.2f} points; "
         f"speed-up {speed}",
-        f"  agreement with dense {m['agreement_with_baseline']:.2%} of {m['validation_rows']} rows; "
+        f"  agreement with dense {m['agreement_with_baseline']:.2%} of "
+        f"{m.get('validation_rows', 'the held-out')} rows; "
         f"ONNX parity {m['parity_max_abs_diff']:.1e}",
         *(f"  note: {n}" for n in pruned["notes"]),
         "",

@@ -23,6 +23,7 @@ from pruneguard.registry.errors import ConfigError
 __all__ = [
     "MINILM",
     "SentenceEncoder",
+    "by_length",
     "embed",
     "load_encoder",
     "load_minilm",
@@ -163,6 +164,14 @@ def tokenize(
         return_tensors="pt",
     )
     return {name: enc[name].to(torch.int64) for name in input_names(tokenizer)}
+
+
+def by_length(texts: Sequence[str], size: int) -> list[list[int]]:
+    """Indices of ``texts`` in batches of ``size``, shortest texts first: each batch pads to
+    its longest text, so texts of like length together pad little (short dialog lines in a
+    batch with one long line otherwise cost the long line's length each)."""
+    order = sorted(range(len(texts)), key=lambda i: (len(texts[i]), i))
+    return [order[i : i + size] for i in range(0, len(order), size)]
 
 
 def embed(

@@ -55,21 +55,27 @@ class ClassifierAdapter:
         self.max_length = max_length
 
     def logits(self, model: nn.Module, texts: Sequence[str]) -> np.ndarray:
+        """Class logits for ``texts``, in their order (computed in length-sorted batches)."""
         import torch
 
-        from pruneguard.pruning.text import tokenize
+        from pruneguard.pruning.text import by_length, tokenize
 
+        batches = by_length(texts, 32)
         was = model.training
         model.eval()
         try:
             with torch.no_grad():
                 parts = [
-                    model(**tokenize(self.tokenizer, texts[i : i + 32], max_length=self.max_length))
-                    for i in range(0, len(texts), 32)
-                ]
+                    model(**tokenize(self.tokenizer, [texts[i] for i in idx],
+                                     max_length=self.max_length))
+                    for idx in batches
+                ]  # fmt: skip
         finally:
             model.train(was)
-        return torch.cat(parts).numpy()
+        out = torch.cat(parts).numpy() if parts else np.zeros((0, len(self.class_labels)))
+        ordered = np.empty_like(out)
+        ordered[[i for idx in batches for i in idx]] = out
+        return ordered
 
     def evaluate(self, model: nn.Module) -> TextEval:
         logits = self.logits(model, self.val_texts)

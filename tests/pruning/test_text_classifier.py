@@ -16,6 +16,7 @@ from pruneguard.agent.features import stack_rows
 from pruneguard.deploy.model import LoadedModel
 from pruneguard.pruning import transformer
 from pruneguard.pruning.recipe import parse_recipe
+from pruneguard.pruning.text import by_length
 from pruneguard.pruning.textdata import load_file, load_topics, split, with_val_file
 from pruneguard.registry.artifact import verify
 from pruneguard.registry.errors import ConfigError
@@ -123,9 +124,24 @@ def test_own_classifier_from_a_file_is_pruned_exported_and_served(tmp_path: Path
     io = pruned_m["io"]
     assert io["task"] == "classification" and io["class_labels"] == sorted(WORDS)
     assert pruned_m["metrics"]["validation_rows"] == 6  # round(0.2 × 12) = 2 texts per class
-    assert pruned_m["metrics"]["parity_max_abs_diff"] <= 1e-4
+    m = pruned_m["metrics"]
+    assert m["parity_max_abs_diff"] <= 1e-4
+    # the same summary figures as every other pipeline's manifest (the CLI and demo print them)
+    assert m["accuracy_drop"] == pytest.approx(m["baseline_accuracy"] - m["accuracy"])
+    assert m["macs_reduction"] == pytest.approx(1 - m["macs"] / m["baseline_macs"])
+    assert m["macs_reduction"] > 0
+    assert m["baseline_onnx_bytes"] > m["onnx_bytes"] > 0
     model = LoadedModel.load(tmp_path / "out" / "pruned", tag="topics-tiny:p")
     out = model.predict(model.encode(["the team won the final", "salty soup"])[0])
     assert out.outputs.shape == (2, 3) and set(out.classes.tolist()) <= {0, 1, 2}
     np.testing.assert_allclose(out.outputs.sum(axis=1), 1.0, rtol=1e-5)
     assert model.n_classes == 3
+
+
+def test_length_batches_cover_every_text_once_shortest_first() -> None:
+    texts = ["a" * n for n in (5, 1, 9, 3, 7, 2, 8)]
+    batches = by_length(texts, 3)
+    assert [len(b) for b in batches] == [3, 3, 1]
+    assert sorted(i for b in batches for i in b) == list(range(len(texts)))
+    lengths = [len(texts[i]) for b in batches for i in b]
+    assert lengths == sorted(lengths)
