@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-fast test-kernels kernel-spread lint fmt demo bench clean
+.PHONY: venv test test-fast test-kernels kernel-spread lint fmt demo demo-text bench clean
 
 venv: $(STAMP)
 
@@ -54,6 +54,10 @@ test-fast: venv
 
 demo: venv
 	$(PY) -m pruneguard.demo
+
+# The same loop on texts: the built-in MiniLM topic classifier, served {"texts": [...]}.
+demo-text: venv
+	HF_HUB_OFFLINE=1 $(PY) -m pruneguard.demo --text
 
 bench: venv
 	$(PY) bench/resnet50_speedup.py

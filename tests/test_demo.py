@@ -125,17 +125,14 @@ def test_choose_shift_falls_back_to_the_largest_gap_and_says_so() -> None:
 
 def test_measure_shifts_scores_both_models_on_the_same_rows() -> None:
     class Threshold:
-        """A stand-in ONNX session: class 1 when the mean pixel exceeds ``cut``."""
+        """A stand-in model: class 1 when the mean pixel exceeds ``cut``."""
 
         def __init__(self, cut: float) -> None:
             self.cut = cut
 
-        def get_inputs(self) -> list[object]:
-            return [type("Input", (), {"name": "input"})()]
-
-        def run(self, _: object, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-            ones = feed["input"].reshape(len(feed["input"]), -1).mean(axis=1) > self.cut
-            return [np.stack([~ones, ones], axis=1).astype(np.float32)]
+        def correct(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+            ones = x.reshape(len(x), -1).mean(axis=1) > self.cut
+            return np.asarray(ones.astype(int) == y)
 
     x = np.concatenate([np.full((10, 1, 8, 8), 2.0), np.full((10, 1, 8, 8), 12.0)]).astype(
         np.float32
@@ -150,6 +147,24 @@ def test_measure_shifts_scores_both_models_on_the_same_rows() -> None:
     # 12 * 0.8 = 9.6: above the dense model's cut, below the pruned one's
     assert (contrast.dense, contrast.pruned) == (1.0, 0.5)
     assert (contrast.dense_only, contrast.pruned_only) == (20, 0)
+
+
+def test_text_shifts_change_texts_more_as_they_grow_stronger() -> None:
+    texts = np.asarray(
+        ["what is the capital of france", "tell me a joke about computers please"] * 10,
+        dtype=object,
+    )
+    for kind, (_, _, strengths) in demo.TEXT_SHIFTS.items():
+        changed = []
+        for strength in strengths:
+            out = demo.Shift(kind, strength).apply(texts, np.random.default_rng(0))
+            assert out.shape == texts.shape and all(isinstance(t, str) and t for t in out)
+            changed.append(sum(a != b for a, b in zip(out, texts, strict=True)))
+        assert changed[-1] > 0 and changed == sorted(changed), (kind, changed)
+    words = demo.Shift("truncate", 0.5).apply(texts[:1], np.random.default_rng(0))[0].split()
+    assert words == ["what", "is", "the"]  # 6 words, half cut from the end
+    filler = demo.Shift("distract", 4).apply(texts[:1], np.random.default_rng(0))[0]
+    assert filler.endswith(str(texts[0])) and len(filler.split()) == 10
 
 
 def test_shifts_keep_the_pixel_range_and_shape() -> None:

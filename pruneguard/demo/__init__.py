@@ -1,5 +1,9 @@
 """``python -m pruneguard.demo`` (``make demo``): the whole pruneguard loop on one machine.
 
+``--text`` (``make demo-text``) runs the same story on texts: the built-in MiniLM topic
+classifier (recipe ``minilm-topics``), served ``{"texts": [...]}``, with text shifts (typos,
+dropped words, truncation, small talk in front) in place of pixel shifts.
+
 1. train the digits CNN and prune it (the built-in ``digits-cnn`` recipe) into HOME/artifacts;
 2. register dense and pruned: dense served first, then the pruned model is promoted to
    champion with the dense one as shadow and baseline;
@@ -21,7 +25,9 @@ the BentoML store under HOME (default ``./.pruneguard/demo``, wiped at start).
 from pruneguard.demo.config import DemoConfig, DemoError, Timeline, prepare_home
 from pruneguard.demo.shifts import (
     SHIFTS,
+    TEXT_SHIFTS,
     Detectable,
+    Scorer,
     Shift,
     ShiftChoice,
     ShiftResult,
@@ -29,16 +35,21 @@ from pruneguard.demo.shifts import (
     measure_shifts,
 )
 from pruneguard.demo.story import main
+from pruneguard.demo.workload import WORKLOADS, Workload
 
 __all__ = [
     "SHIFTS",
+    "TEXT_SHIFTS",
+    "WORKLOADS",
     "DemoConfig",
     "DemoError",
     "Detectable",
+    "Scorer",
     "Shift",
     "ShiftChoice",
     "ShiftResult",
     "Timeline",
+    "Workload",
     "choose_shift",
     "main",
     "measure_shifts",

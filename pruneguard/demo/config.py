@@ -15,7 +15,6 @@ __all__ = [
     "DEFAULT_HOME",
     "MARKER",
     "MIN_GAP",
-    "RECIPE",
     "SEED",
     "WARM_PASSES",
     "DemoConfig",
@@ -29,7 +28,6 @@ __all__ = [
 
 DEFAULT_HOME = Path(".pruneguard") / "demo"
 MARKER = ".pruneguard-demo"  # only a folder holding this file is wiped at start
-RECIPE = "digits-cnn"
 MIN_GAP = 0.05  # the pruned model must trail the dense one by at least 5 accuracy points
 AGENT_MARGIN = 0.01  # agent.checks.CheckConfig.accuracy_margin (the agent runs on defaults)
 SEED = 7
@@ -47,6 +45,7 @@ class DemoError(RuntimeError):
 class DemoConfig:
     home: Path
     quick: bool = False
+    workload: str = "digits"  # a key of pruneguard.demo.workload.WORKLOADS
     interval_s: float = 4.0  # agent tick
     window_s: float = 20.0  # seconds of traffic each tick analyses
     threshold: int = 3  # consecutive failing ticks before a rollback
@@ -56,11 +55,10 @@ class DemoConfig:
     warm_rows: int = 400  # in-distribution rows at least
     warm_max_s: float = 90.0  # in-distribution phase at most (waits for a conclusive pass)
     rollback_wait_s: float = 240.0  # bounded wait for the agent's rollback
-    shift_draws: int = 3  # noise draws of the held-out rows per measured shift
 
     @classmethod
-    def for_run(cls, home: Path, quick: bool) -> DemoConfig:
-        config = cls(home=home.absolute(), quick=quick)
+    def for_run(cls, home: Path, quick: bool, workload: str = "digits") -> DemoConfig:
+        config = cls(home=home.absolute(), quick=quick, workload=workload)
         if quick:
             config = replace(config, interval_s=3.0, window_s=15.0, warm_rows=300)
         return config
@@ -92,6 +90,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--quick", action="store_true", help="fewer epochs and pruning steps (tests, CI)"
+    )
+    parser.add_argument(
+        "--text",
+        action="store_true",
+        help="the loop on texts: the built-in MiniLM topic classifier (recipe minilm-topics) "
+        "instead of the digits CNN",
     )
     return parser.parse_args(argv)
 

@@ -2,40 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import string
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from pruneguard.pruning.recipe import Recipe
 
 from pruneguard.demo.config import AGENT_MARGIN, MIN_GAP, SEED, DemoConfig, Timeline
 
 __all__ = [
     "SHIFTS",
+    "TEXT_SHIFTS",
     "Detectable",
+    "Scorer",
     "Shift",
     "ShiftChoice",
+    "ShiftKinds",
     "ShiftResult",
     "choose_shift",
-    "held_out",
     "measure_shifts",
-    "onnx_sessions",
     "pick_shift",
     "shift_table",
 ]
-
-
-def held_out(recipe: Recipe) -> tuple[np.ndarray, np.ndarray]:
-    """The validation split the recipe held out: raw 8x8 inputs (N, 1, 8, 8) and labels."""
-    from pruneguard.pruning.data import load_data
-
-    loader = load_data(recipe.data, seed=recipe.seed)["val"]
-    xs, ys = zip(*((x.numpy(), y.numpy()) for x, y in loader), strict=True)
-    return np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(np.int64)
 
 
 def _blur(x: np.ndarray) -> np.ndarray:
@@ -71,14 +60,73 @@ def _translate(x: np.ndarray, s: float, rng: np.random.Generator) -> np.ndarray:
     return moved
 
 
+def _pixels(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+    """A digits shift that keeps the pixel range (0..16) and dtype."""
+
+    def shifted(x: np.ndarray, s: float, rng: np.random.Generator) -> np.ndarray:
+        return np.clip(fn(x, s, rng), 0.0, 16.0).astype(np.float32)
+
+    return shifted
+
+
 # kind -> (what it does, the function, strengths from mild to strong)
-SHIFTS: dict[str, tuple[str, Callable[..., np.ndarray], tuple[float, ...]]] = {
-    "noise": ("gaussian pixel noise, sigma (pixels are 0..16)", _noise, (1, 2, 3, 4, 5, 6, 8)),
-    "dropout": ("fraction of pixels set to 0", _dropout, (0.1, 0.2, 0.3, 0.4, 0.5)),
-    "blur": ("blend with a 3x3 box blur", _blurred, (0.25, 0.5, 0.75, 1.0)),
-    "contrast": ("pixels scaled by", _contrast, (0.8, 0.6, 0.5, 0.4, 0.3)),
-    "translate": ("moved right by pixels", _translate, (1, 2)),
-}
+ShiftKinds = Mapping[str, tuple[str, Callable[..., np.ndarray], tuple[float, ...]]]
+
+SHIFTS: ShiftKinds = {
+    "noise": ("gaussian pixel noise, sigma (pixels are 0..16)", _pixels(_noise), (1, 2, 3, 4, 5, 6, 8)),
+    "dropout": ("fraction of pixels set to 0", _pixels(_dropout), (0.1, 0.2, 0.3, 0.4, 0.5)),
+    "blur": ("blend with a 3x3 box blur", _pixels(_blurred), (0.25, 0.5, 0.75, 1.0)),
+    "contrast": ("pixels scaled by", _pixels(_contrast), (0.8, 0.6, 0.5, 0.4, 0.3)),
+    "translate": ("moved right by pixels", _pixels(_translate), (1, 2)),
+}  # fmt: skip
+
+
+# --- texts (an object array of str in, one out) ----------------------------------------------
+
+
+def _per_text(fn: Callable[[str, float, np.random.Generator], str]) -> Callable[..., np.ndarray]:
+    def shifted(x: np.ndarray, s: float, rng: np.random.Generator) -> np.ndarray:
+        return np.asarray([fn(str(t), s, rng) for t in x], dtype=object)
+
+    return shifted
+
+
+def _typos(text: str, s: float, rng: np.random.Generator) -> str:
+    chars = list(text)
+    for i in np.flatnonzero(rng.random(len(chars)) < s):
+        if chars[i].isalpha():
+            chars[i] = string.ascii_lowercase[rng.integers(26)]
+    return "".join(chars)
+
+
+def _drop_words(text: str, s: float, rng: np.random.Generator) -> str:
+    words = text.split()
+    kept = [w for w, r in zip(words, rng.random(len(words)), strict=True) if r >= s]
+    return " ".join(kept or words[:1])
+
+
+def _truncate(text: str, s: float, rng: np.random.Generator) -> str:
+    words = text.split()
+    return " ".join(words[: max(1, round(len(words) * (1 - s)))])
+
+
+# topic-neutral small talk, as a chat front-end might prepend to what the user typed
+_FILLER = ("well", "so", "hey", "um", "okay", "you", "know", "I", "mean", "like", "really",
+           "just", "anyway", "listen", "honestly", "tell", "me", "something")  # fmt: skip
+
+
+def _distract(text: str, s: float, rng: np.random.Generator) -> str:
+    filler = [_FILLER[i] for i in rng.integers(len(_FILLER), size=int(s))]
+    return " ".join([*filler, text])
+
+
+TEXT_SHIFTS: ShiftKinds = {
+    "typos": ("fraction of letters replaced at random", _per_text(_typos), (0.05, 0.1, 0.2, 0.3)),
+    "drop-words": ("fraction of words dropped", _per_text(_drop_words), (0.2, 0.35, 0.5)),
+    "truncate": ("fraction of words cut from the end", _per_text(_truncate), (0.25, 0.5, 0.75)),
+    "distract": ("small-talk words put in front", _per_text(_distract), (2, 4, 8, 12)),
+}  # fmt: skip
+_KINDS: ShiftKinds = {**SHIFTS, **TEXT_SHIFTS}
 
 
 @dataclass(frozen=True)
@@ -87,11 +135,10 @@ class Shift:
     strength: float
 
     def apply(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        shifted = SHIFTS[self.kind][1](x, self.strength, rng)
-        return np.clip(shifted, 0.0, 16.0).astype(np.float32)
+        return _KINDS[self.kind][1](x, self.strength, rng)
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.strength:g} ({SHIFTS[self.kind][0]})"
+        return f"{self.kind} {self.strength:g} ({_KINDS[self.kind][0]})"
 
 
 @dataclass(frozen=True)
@@ -119,24 +166,26 @@ class ShiftResult:
         return mcnemar_p_value(b, c, window_rows, tolerance)
 
 
-def _correct(session: Any, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    logits = session.run(None, {session.get_inputs()[0].name: x})[0]
-    return np.asarray(logits.argmax(axis=1) == y)
+class Scorer(Protocol):
+    """One ONNX model as the service runs it, offline: which rows it gets right."""
+
+    def correct(self, x: np.ndarray, y: np.ndarray) -> np.ndarray: ...
 
 
 def measure_shifts(
-    sessions: dict[str, Any], x: np.ndarray, y: np.ndarray, *, draws: int, seed: int = SEED
-) -> list[ShiftResult]:
-    """Accuracy of ``sessions["dense"]`` and ``sessions["pruned"]`` on every shift of
-    :data:`SHIFTS`, over ``draws`` random draws of the rows (the same draws for both)."""
+    models: Mapping[str, Scorer], x: np.ndarray, y: np.ndarray, *, draws: int,
+    kinds: ShiftKinds = SHIFTS, seed: int = SEED,
+) -> list[ShiftResult]:  # fmt: skip
+    """Accuracy of ``models["dense"]`` and ``models["pruned"]`` on every shift of ``kinds``,
+    over ``draws`` random draws of the rows (the same draws for both)."""
     rng = np.random.default_rng(seed)
     xs, ys = np.concatenate([x] * draws), np.concatenate([y] * draws)
     results = []
-    for kind, (_, _, strengths) in SHIFTS.items():
+    for kind, (_, _, strengths) in kinds.items():
         for strength in strengths:
             shift = Shift(kind, strength)
             shifted = shift.apply(xs, rng)
-            dense, pruned = (_correct(sessions[k], shifted, ys) for k in ("dense", "pruned"))
+            dense, pruned = (models[k].correct(shifted, ys) for k in ("dense", "pruned"))
             results.append(_paired(shift, dense, pruned))
     return results
 
@@ -173,7 +222,7 @@ def choose_shift(
     the largest gap found, and False."""
     detectable = detectable or Detectable()
     firsts = []
-    for kind in SHIFTS:
+    for kind in dict.fromkeys(r.shift.kind for r in results):
         found = [r for r in results if r.shift.kind == kind and detectable(r)]
         if found:
             firsts.append(found[0])  # results run from mild to strong within a kind
@@ -198,19 +247,6 @@ def shift_table(
     return "\n".join(lines)
 
 
-def onnx_sessions(artifacts: Path) -> dict[str, Any]:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    return {
-        kind: ort.InferenceSession(
-            str(artifacts / kind / "model.onnx"), options, providers=["CPUExecutionProvider"]
-        )
-        for kind in ("dense", "pruned")
-    }
-
-
 @dataclass(frozen=True)
 class ShiftChoice:
     results: list[ShiftResult]
@@ -220,9 +256,9 @@ class ShiftChoice:
 
 
 def pick_shift(
-    config: DemoConfig, x: np.ndarray, y: np.ndarray, pruned: dict[str, Any], timeline: Timeline
+    config: DemoConfig, results: list[ShiftResult], pruned: dict[str, Any], timeline: Timeline
 ) -> ShiftChoice:
-    results = measure_shifts(onnx_sessions(config.artifacts), x, y, draws=config.shift_draws)
+    """Choose among the measured shifts with the agent's own window and margin, and say so."""
     m = pruned["metrics"]
     rule = Detectable(
         window_rows=config.window_rows,

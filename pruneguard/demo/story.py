@@ -10,7 +10,7 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from pruneguard.registry import Registry
 
 from pruneguard.demo.config import (
-    RECIPE,
     SEED,
     WARM_PASSES,
     DemoConfig,
@@ -34,7 +33,7 @@ from pruneguard.demo.config import (
     section,
 )
 from pruneguard.demo.processes import Process, free_port, start_agent, start_service, wait_http
-from pruneguard.demo.shifts import Shift, ShiftChoice, held_out, pick_shift
+from pruneguard.demo.shifts import Shift, ShiftChoice, measure_shifts, pick_shift
 from pruneguard.demo.summary import (
     Outcome,
     history_table,
@@ -43,11 +42,11 @@ from pruneguard.demo.summary import (
     write_summary,
 )
 from pruneguard.demo.watch import PhaseStats, Traffic, Watcher, batches
+from pruneguard.demo.workload import WORKLOADS, Workload
 
 __all__ = [
     "ACTOR",
     "Story",
-    "demo_recipe",
     "main",
     "prune",
     "register",
@@ -58,34 +57,18 @@ __all__ = [
 # --- 1. prune --------------------------------------------------------------------------------
 
 
-def demo_recipe(quick: bool) -> Recipe:
-    """The built-in digits-cnn recipe; ``quick`` trains and prunes in fewer epochs and steps
-    (and allows a 3-point accuracy drop, which fewer recovery epochs may need)."""
-    from pruneguard.pruning.recipe import Accept, Schedule, Train, load_recipe
-
-    recipe = load_recipe(RECIPE)
-    if not quick:
-        return recipe
-    lr = recipe.train.lr if recipe.train else 3e-3
-    return replace(
-        recipe,
-        train=Train(epochs=8, lr=lr),
-        schedule=Schedule("iterative", 2),
-        finetune=replace(recipe.finetune, epochs=4, recovery_epochs=1),
-        accept=Accept(0.03),
-        export=replace(recipe.export, latency_blocks=3, latency_runs=5),
-    )
-
-
-def prune(config: DemoConfig, timeline: Timeline) -> tuple[Recipe, dict[str, Any], dict[str, Any]]:
+def prune(
+    config: DemoConfig, workload: Workload, timeline: Timeline
+) -> tuple[Recipe, dict[str, Any], dict[str, Any]]:
     import torch
 
     from pruneguard.pruning.advice import advise_recipe
     from pruneguard.pruning.demo import summary
     from pruneguard.pruning.pipeline import run
 
-    torch.set_num_threads(1)  # the digits CNN gains nothing from more; the machine is shared
-    recipe = demo_recipe(config.quick)
+    if workload.prune_threads:
+        torch.set_num_threads(workload.prune_threads)
+    recipe = workload.recipe(config.quick)
     started = time.perf_counter()
     with warnings.catch_warnings():
         # torch 2.13's ONNX exporter trips its own deprecation while copying pytree specs
@@ -133,6 +116,7 @@ class Story:
 
     config: DemoConfig
     timeline: Timeline
+    workload: Workload
     processes: list[Process] = field(default_factory=list)
     outcome: Outcome = field(default_factory=Outcome)
 
@@ -181,7 +165,7 @@ def _replay(
     dense_version: str,
 ) -> None:
     config, timeline = story.config, story.timeline
-    traffic = Traffic(client, config)
+    traffic = Traffic(client, config, story.workload.body)
     x, y = data
     warm = PhaseStats("in-distribution")
     passes = len(watcher.ticks)
@@ -191,7 +175,7 @@ def _replay(
         healthy = sum(m.startswith("healthy (pass") for m in seen)
         return warm.rows >= config.warm_rows and healthy >= WARM_PASSES
 
-    timeline.add("traffic phase 1: held-out digits as they are, with labels")
+    timeline.add(f"traffic phase 1: {story.workload.rows_are} as they are, with labels")
     traffic.run(warm, batches(x, y, config.batch, None, SEED), warmed, watcher, config.warm_max_s)
     timeline.add(f"phase 1 done: {warm.rows} rows, served accuracy {warm.accuracy:.3f}")
     shifted = PhaseStats("shifted")
@@ -276,19 +260,24 @@ def _loop(
 
 def run_demo(config: DemoConfig) -> int:
     timeline = Timeline()
-    story = Story(config, timeline)
+    workload = WORKLOADS[config.workload]
+    story = Story(config, timeline, workload)
     prepare_home(config.home)
     timeline.add(f"demo home {config.home} (SQLite registry + BentoML store, wiped)")
-    section("1. train and prune (built-in recipe digits-cnn)")
-    recipe, _, pruned = prune(config, timeline)
+    section(f"1. train and prune (built-in recipe {workload.recipe_name})")
+    recipe, _, pruned = prune(config, workload, timeline)
     from pruneguard.registry import open_registry
 
     section("2. register")
     with open_registry(home=config.home) as registry:
         tags = register(registry, config, timeline)
     section("measure input shifts offline (both ONNX models, held-out rows)")
-    x, y = held_out(recipe)
-    shifts = pick_shift(config, x, y, pruned, timeline)
+    x, y = workload.held_out(recipe, pruned)
+    results = measure_shifts(
+        workload.scorers(config.artifacts), x, y, draws=workload.shift_draws,
+        kinds=workload.shifts,
+    )  # fmt: skip
+    shifts = pick_shift(config, results, pruned, timeline)
     try:
         _loop(story, (x, y), tags, shifts.chosen.shift)
     finally:
@@ -337,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pruneguard.registry.errors import PruneguardError
 
     args = parse_args(argv)
-    config = DemoConfig.for_run(args.home, args.quick)
+    config = DemoConfig.for_run(args.home, args.quick, "texts" if args.text else "digits")
     started = time.perf_counter()
     signal.signal(signal.SIGTERM, _interrupt)  # stop the children on SIGTERM too
     try:

@@ -14,7 +14,7 @@ from typing import Any
 
 from pruneguard.demo.config import MIN_GAP, DemoConfig, DemoError, Timeline
 from pruneguard.demo.processes import pruneguard_argv
-from pruneguard.demo.shifts import SHIFTS, ShiftChoice, ShiftResult, shift_table
+from pruneguard.demo.shifts import ShiftChoice, ShiftResult, shift_table
 
 __all__ = [
     "Outcome",
@@ -101,8 +101,10 @@ def shift_plot(results: Sequence[ShiftResult], chosen: ShiftResult) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(SHIFTS), figsize=(3.2 * len(SHIFTS), 3))
-    for ax, kind in zip(axes, SHIFTS, strict=True):
+    kinds = list(dict.fromkeys(r.shift.kind for r in results))
+    fig, axes = plt.subplots(1, len(kinds), figsize=(3.2 * len(kinds), 3), squeeze=False)
+    axes = axes[0]
+    for ax, kind in zip(axes, kinds, strict=True):
         rows = [r for r in results if r.shift.kind == kind]
         xs = [r.shift.strength for r in rows]
         ax.plot(xs, [r.dense for r in rows], "o-", label="dense")

@@ -146,12 +146,18 @@ class PhaseStats:
 class Traffic:
     """Labelled traffic: ``/predict`` a batch, then ``/feedback`` each row's true label."""
 
-    def __init__(self, client: httpx.Client, config: DemoConfig) -> None:
+    def __init__(
+        self,
+        client: httpx.Client,
+        config: DemoConfig,
+        body: Callable[[np.ndarray], dict[str, Any]],
+    ) -> None:
         self.client = client
         self.config = config
+        self.body = body  # a batch of rows -> the /predict request
 
     def send(self, x: np.ndarray, y: np.ndarray, stats: PhaseStats) -> str:
-        reply = self.client.post("/predict", json={"inputs": x.tolist()})
+        reply = self.client.post("/predict", json=self.body(x))
         if reply.status_code != 200:
             raise DemoError(f"/predict answered {reply.status_code}: {reply.text[:300]}")
         body = reply.json()
