@@ -13,6 +13,7 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,42 +23,57 @@ from pruneguard import demo
 PRUNEGUARD = str(Path(sys.executable).parent / "pruneguard")
 
 
-@pytest.mark.slow
-def test_quick_demo_closes_the_loop(tmp_path: Path) -> None:
-    home = tmp_path / "demo"
+def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PRUNEGUARD_DB_URL", "BENTOML_HOME")}
+    return {**env, "HF_HUB_OFFLINE": "1"}  # the text demo's encoder ships in a package
+
+
+def _run_demo(home: Path, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """The demo as a user runs it; it must close the loop and say so."""
     done = subprocess.run(
-        [sys.executable, "-m", "pruneguard.demo", "--quick", "--home", str(home)],
+        [sys.executable, "-m", "pruneguard.demo", "--quick", "--home", str(home), *args],
         capture_output=True,
         text=True,
-        env=env,
-        timeout=900,  # a hang guard, not a speed target
+        env=_env(),
+        timeout=timeout,  # a hang guard, not a speed target
         check=False,
     )
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, output[-6000:]
+    assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
     assert "ROLLBACK by agent:" in done.stdout
     assert "the loop closed" in done.stdout
+    return done
 
+
+def _agent_rollback(home: Path) -> dict[str, Any]:
+    """The one rollback in the registry's history: by the agent, back to the dense version."""
     history = subprocess.run(
         [PRUNEGUARD, "models", "history", "--all", "--json", "--home", str(home)],
         capture_output=True,
         text=True,
-        env={**env, "BENTOML_HOME": str(home / "bentoml")},
+        env={**_env(), "BENTOML_HOME": str(home / "bentoml")},
         check=True,
     )
     rollbacks = [e for e in json.loads(history.stdout) if e["action"] == "rollback"]
     assert len(rollbacks) == 1
-    event = rollbacks[0]
+    event: dict[str, Any] = rollbacks[0]
     assert event["actor"].startswith("agent:")
     assert event["alias"] == "champion"
     assert event["to_version"].endswith(_version(home, "dense"))
-    # the agent decided on failing checks (paired accuracy, or label-free agreement when the
-    # window's accuracy test is not yet conclusive), and the pruned champion did trail
     decision = event["evidence"]["decision"]
     assert decision["verdict"] == "fail" and decision["failing"]
+    return event
+
+
+@pytest.mark.slow
+def test_quick_demo_closes_the_loop(tmp_path: Path) -> None:
+    home = tmp_path / "demo"
+    done = _run_demo(home, timeout=900)
+    event = _agent_rollback(home)
+    # the agent decided on failing checks (paired accuracy, or label-free agreement when the
+    # window's accuracy test is not yet conclusive), and the pruned champion did trail
     gap = next(c for c in event["evidence"]["checks"] if c["name"] == "accuracy_gap")
     assert gap["detail"]["shadow_accuracy"] > gap["detail"]["champion_accuracy"]
+    env = _env()
 
     # the commands the demo prints work as typed, from the directory it ran in
     printed = done.stdout.split("=== try it yourself", 1)[1].splitlines()[1:]
@@ -74,6 +90,26 @@ def test_quick_demo_closes_the_loop(tmp_path: Path) -> None:
     assert "data:image/png;base64," in summary
     report = next((home / "reports").glob("*/*/report.html"))
     assert report.relative_to(home).as_posix() in summary
+
+
+@pytest.mark.slow
+def test_quick_text_demo_closes_the_loop_on_agreement(tmp_path: Path) -> None:
+    """``make demo-text --quick``: the MiniLM topic classifier pruned, served texts; the
+    shifted texts go out unlabelled and the agent rolls back on the fall in agreement."""
+    home = tmp_path / "demo"
+    done = _run_demo(home, "--text", timeout=1800)
+    assert "WITHOUT labels" in done.stdout
+    event = _agent_rollback(home)
+    assert "(agreement)" in event["evidence"]["decision"]["reason"]
+    checks = {c["name"]: c for c in event["evidence"]["checks"]}
+    assert checks["accuracy_gap"]["outcome"] == "inconclusive"  # no labels in the window
+    agreement = checks["agreement"]
+    assert agreement["outcome"] == "fail"
+    assert agreement["value"] < agreement["detail"]["floor"] < agreement["detail"]["expected"]
+    pruned = json.loads((home / "artifacts" / "pruned" / "manifest.json").read_text())
+    assert pruned["io"]["task"] == "classification" and "text" in pruned["io"]
+    summary = (home / "summary.html").read_text()
+    assert "without labels" in summary and "ROLLBACK by agent:" in summary
 
 
 def _version(home: Path, kind: str) -> str:
@@ -130,9 +166,8 @@ def test_measure_shifts_scores_both_models_on_the_same_rows() -> None:
         def __init__(self, cut: float) -> None:
             self.cut = cut
 
-        def correct(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-            ones = x.reshape(len(x), -1).mean(axis=1) > self.cut
-            return np.asarray(ones.astype(int) == y)
+        def predict(self, x: np.ndarray) -> np.ndarray:
+            return np.asarray((x.reshape(len(x), -1).mean(axis=1) > self.cut).astype(int))
 
     x = np.concatenate([np.full((10, 1, 8, 8), 2.0), np.full((10, 1, 8, 8), 12.0)]).astype(
         np.float32
@@ -147,6 +182,32 @@ def test_measure_shifts_scores_both_models_on_the_same_rows() -> None:
     # 12 * 0.8 = 9.6: above the dense model's cut, below the pruned one's
     assert (contrast.dense, contrast.pruned) == (1.0, 0.5)
     assert (contrast.dense_only, contrast.pruned_only) == (20, 0)
+    assert contrast.agree == 20 and contrast.agreement == 0.5  # the class-0 rows: both say 0
+
+
+def _agreeing(kind: str, strength: float, agreement: float, dense: float = 0.9) -> demo.ShiftResult:
+    rows = 1000
+    return demo.ShiftResult(demo.Shift(kind, strength), dense, dense - 0.01, rows,
+                            agree=round(agreement * rows))  # fmt: skip
+
+
+def test_without_labels_the_shift_is_chosen_by_the_fall_in_agreement() -> None:
+    rule = demo.Disagreeing(expected=0.92, window_rows=600)
+    results = [
+        _agreeing("typos", 0.05, 0.91, dense=0.84),
+        _agreeing("typos", 0.2, 0.80, dense=0.70),  # 12 points below offline
+        _agreeing("distract", 2, 0.89, dense=0.83),  # 3 points: within the agent's margin
+        _agreeing("distract", 8, 0.84, dense=0.80),  # 8 points, milder for the dense model
+    ]
+    chosen, separated = demo.choose_shift(results, rule)
+    assert separated and chosen.shift == demo.Shift("distract", 8)
+    # the window test: 0.84 of 600 pairs against a floor of 0.89 is clear; 0.87 is not
+    assert rule.p(results[3]) < 1e-3
+    assert not rule(_agreeing("distract", 4, 0.87))
+    # nothing separates: the largest fall in agreement, whatever the accuracy gap
+    weak = [_agreeing("typos", 0.05, 0.91), _agreeing("truncate", 0.5, 0.88)]
+    chosen, separated = demo.choose_shift(weak, rule)
+    assert not separated and chosen.shift == demo.Shift("truncate", 0.5)
 
 
 def test_text_shifts_change_texts_more_as_they_grow_stronger() -> None:

@@ -10,8 +10,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from pruneguard.agent.checks import CheckConfig
+
 __all__ = [
     "AGENT_MARGIN",
+    "AGREEMENT_MARGIN",
     "DEFAULT_HOME",
     "MARKER",
     "MIN_GAP",
@@ -29,7 +32,9 @@ __all__ = [
 DEFAULT_HOME = Path(".pruneguard") / "demo"
 MARKER = ".pruneguard-demo"  # only a folder holding this file is wiped at start
 MIN_GAP = 0.05  # the pruned model must trail the dense one by at least 5 accuracy points
-AGENT_MARGIN = 0.01  # agent.checks.CheckConfig.accuracy_margin (the agent runs on defaults)
+# the agent runs on its default margins
+AGENT_MARGIN = CheckConfig().accuracy_margin
+AGREEMENT_MARGIN = CheckConfig().agreement_margin
 SEED = 7
 WARM_PASSES = 2  # conclusive passing ticks the in-distribution phase waits for
 

@@ -9,12 +9,21 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from pruneguard.demo.config import AGENT_MARGIN, MIN_GAP, SEED, DemoConfig, Timeline
+from pruneguard.demo.config import (
+    AGENT_MARGIN,
+    AGREEMENT_MARGIN,
+    MIN_GAP,
+    SEED,
+    DemoConfig,
+    Timeline,
+)
 
 __all__ = [
     "SHIFTS",
     "TEXT_SHIFTS",
     "Detectable",
+    "Disagreeing",
+    "Rule",
     "Scorer",
     "Shift",
     "ShiftChoice",
@@ -121,10 +130,10 @@ def _distract(text: str, s: float, rng: np.random.Generator) -> str:
 
 
 TEXT_SHIFTS: ShiftKinds = {
-    "typos": ("fraction of letters replaced at random", _per_text(_typos), (0.05, 0.1, 0.2, 0.3)),
-    "drop-words": ("fraction of words dropped", _per_text(_drop_words), (0.2, 0.35, 0.5)),
-    "truncate": ("fraction of words cut from the end", _per_text(_truncate), (0.25, 0.5, 0.75)),
-    "distract": ("small-talk words put in front", _per_text(_distract), (2, 4, 8, 12)),
+    "typos": ("fraction of letters replaced at random", _per_text(_typos), (0.05, 0.1, 0.2, 0.3, 0.4, 0.5)),
+    "drop-words": ("fraction of words dropped", _per_text(_drop_words), (0.2, 0.35, 0.5, 0.65)),
+    "truncate": ("fraction of words cut from the end", _per_text(_truncate), (0.25, 0.5, 0.75, 0.9)),
+    "distract": ("small-talk words put in front", _per_text(_distract), (2, 4, 8, 12, 16, 24)),
 }  # fmt: skip
 _KINDS: ShiftKinds = {**SHIFTS, **TEXT_SHIFTS}
 
@@ -143,7 +152,7 @@ class Shift:
 
 @dataclass(frozen=True)
 class ShiftResult:
-    """Both models on the same shifted rows: accuracies and the discordant pairs."""
+    """Both models on the same shifted rows: accuracies, the discordant pairs, agreement."""
 
     shift: Shift
     dense: float
@@ -151,10 +160,15 @@ class ShiftResult:
     rows: int
     dense_only: int = 0  # rows only the dense model got right
     pruned_only: int = 0  # rows only the pruned model got right
+    agree: int = 0  # rows both models gave the same class
 
     @property
     def gap(self) -> float:
         return self.dense - self.pruned
+
+    @property
+    def agreement(self) -> float:
+        return self.agree / self.rows if self.rows else float("nan")
 
     def window_p(self, window_rows: int, tolerance: float) -> float:
         """The agent's paired test (McNemar, non-inferiority margin ``tolerance``) on a window
@@ -165,19 +179,27 @@ class ShiftResult:
         b, c = round(self.pruned_only * scale), round(self.dense_only * scale)
         return mcnemar_p_value(b, c, window_rows, tolerance)
 
+    def agreement_p(self, window_rows: int, floor: float) -> float:
+        """The agent's label-free test (one-sided binomial, agreement below ``floor``) on a
+        window of ``window_rows`` pairs that agree as often as these rows did."""
+        from scipy import stats
+
+        agree = round(self.agreement * window_rows)
+        return float(stats.binomtest(agree, window_rows, floor, alternative="less").pvalue)
+
 
 class Scorer(Protocol):
-    """One ONNX model as the service runs it, offline: which rows it gets right."""
+    """One ONNX model as the service runs it, offline: the class it gives each row."""
 
-    def correct(self, x: np.ndarray, y: np.ndarray) -> np.ndarray: ...
+    def predict(self, x: np.ndarray) -> np.ndarray: ...
 
 
 def measure_shifts(
     models: Mapping[str, Scorer], x: np.ndarray, y: np.ndarray, *, draws: int,
     kinds: ShiftKinds = SHIFTS, seed: int = SEED,
 ) -> list[ShiftResult]:  # fmt: skip
-    """Accuracy of ``models["dense"]`` and ``models["pruned"]`` on every shift of ``kinds``,
-    over ``draws`` random draws of the rows (the same draws for both)."""
+    """Accuracy and agreement of ``models["dense"]`` and ``models["pruned"]`` on every shift of
+    ``kinds``, over ``draws`` random draws of the rows (the same draws for both)."""
     rng = np.random.default_rng(seed)
     xs, ys = np.concatenate([x] * draws), np.concatenate([y] * draws)
     results = []
@@ -185,25 +207,47 @@ def measure_shifts(
         for strength in strengths:
             shift = Shift(kind, strength)
             shifted = shift.apply(xs, rng)
-            dense, pruned = (models[k].correct(shifted, ys) for k in ("dense", "pruned"))
-            results.append(_paired(shift, dense, pruned))
+            dense, pruned = (np.asarray(models[k].predict(shifted)) for k in ("dense", "pruned"))
+            results.append(_paired(shift, dense, pruned, ys))
     return results
 
 
-def _paired(shift: Shift, dense: np.ndarray, pruned: np.ndarray) -> ShiftResult:
+def _paired(shift: Shift, dense: np.ndarray, pruned: np.ndarray, y: np.ndarray) -> ShiftResult:
+    dense_ok, pruned_ok = dense == y, pruned == y
     return ShiftResult(
         shift,
-        dense=float(dense.mean()),
-        pruned=float(pruned.mean()),
-        rows=len(dense),
-        dense_only=int((dense & ~pruned).sum()),
-        pruned_only=int((pruned & ~dense).sum()),
+        dense=float(dense_ok.mean()),
+        pruned=float(pruned_ok.mean()),
+        rows=len(y),
+        dense_only=int((dense_ok & ~pruned_ok).sum()),
+        pruned_only=int((pruned_ok & ~dense_ok).sum()),
+        agree=int((dense == pruned).sum()),
     )
+
+
+class Rule(Protocol):
+    """When a measured shift counts as separating the models, for the check that will decide
+    (:class:`Detectable` with labels, :class:`Disagreeing` without)."""
+
+    @property
+    def window_rows(self) -> int: ...
+
+    @property
+    def alpha(self) -> float: ...
+
+    def __call__(self, r: ShiftResult) -> bool: ...
+
+    def p(self, r: ShiftResult) -> float: ...
+
+    def separation(self, r: ShiftResult) -> float: ...
+
+    def describe(self) -> str: ...
 
 
 @dataclass(frozen=True)
 class Detectable:
-    """When a measured shift counts as separating the models."""
+    """Labelled traffic: the pruned model must trail by ``min_gap`` accuracy, clearly enough
+    for the agent's paired test (McNemar) on one window."""
 
     min_gap: float = MIN_GAP
     window_rows: int = 600  # labelled pairs the agent's window is expected to hold
@@ -211,38 +255,76 @@ class Detectable:
     alpha: float = 1e-3  # 10x stricter than the agent's 0.01: it must fail 3 ticks running
 
     def __call__(self, r: ShiftResult) -> bool:
-        return r.gap >= self.min_gap and r.window_p(self.window_rows, self.tolerance) < self.alpha
+        return r.gap >= self.min_gap and self.p(r) < self.alpha
+
+    def p(self, r: ShiftResult) -> float:
+        return r.window_p(self.window_rows, self.tolerance)
+
+    def separation(self, r: ShiftResult) -> float:
+        return r.gap
+
+    def describe(self) -> str:
+        return (
+            f"the pruned model trails by at least {self.min_gap * 100:.0f} accuracy points, "
+            f"clearly enough for the agent's paired test (McNemar) on a {self.window_rows}-pair "
+            f"window (p < {self.alpha:g})"
+        )
+
+
+@dataclass(frozen=True)
+class Disagreeing:
+    """Unlabelled traffic: the models must agree at least ``min_fall`` less often than the
+    offline agreement the manifest records, clearly enough for the agent's label-free test
+    (agreement below offline − its margin, one-sided binomial) on one window."""
+
+    expected: float  # metrics.agreement_with_baseline of the pruned manifest
+    margin: float = AGREEMENT_MARGIN
+    min_fall: float = MIN_GAP
+    window_rows: int = 600
+    alpha: float = 1e-3
+
+    def __call__(self, r: ShiftResult) -> bool:
+        return self.separation(r) >= self.min_fall and self.p(r) < self.alpha
+
+    def p(self, r: ShiftResult) -> float:
+        return r.agreement_p(self.window_rows, max(self.expected - self.margin, 1e-9))
+
+    def separation(self, r: ShiftResult) -> float:
+        return self.expected - r.agreement
+
+    def describe(self) -> str:
+        return (
+            f"the models agree at least {self.min_fall * 100:.0f} points less often than offline "
+            f"({self.expected:.3f}), clearly enough for the agent's label-free agreement test on "
+            f"a {self.window_rows}-pair window (p < {self.alpha:g})"
+        )
 
 
 def choose_shift(
-    results: Sequence[ShiftResult], detectable: Callable[[ShiftResult], bool] | None = None
+    results: Sequence[ShiftResult], rule: Rule | None = None
 ) -> tuple[ShiftResult, bool]:
     """The mildest shift (highest dense accuracy) among each kind's first strength at which
-    the pruned model clearly trails (``detectable``, by default :class:`Detectable`); else
-    the largest gap found, and False."""
-    detectable = detectable or Detectable()
+    the models clearly separate (``rule``, by default :class:`Detectable`); else the largest
+    separation found, and False."""
+    rule = rule or Detectable()
     firsts = []
     for kind in dict.fromkeys(r.shift.kind for r in results):
-        found = [r for r in results if r.shift.kind == kind and detectable(r)]
+        found = [r for r in results if r.shift.kind == kind and rule(r)]
         if found:
             firsts.append(found[0])  # results run from mild to strong within a kind
     if firsts:
         return max(firsts, key=lambda r: r.dense), True
-    return max(results, key=lambda r: r.gap), False
+    return max(results, key=rule.separation), False
 
 
-def shift_table(
-    results: Sequence[ShiftResult], chosen: ShiftResult, rule: Detectable | None = None
-) -> str:
-    rule = rule or Detectable()
+def shift_table(results: Sequence[ShiftResult], chosen: ShiftResult, rule: Rule) -> str:
     head = f"  {'shift':<11}{'strength':>9}{'dense':>9}{'pruned':>9}{'gap (pts)':>11}"
-    lines = [f"{head}{'window p':>11}"]
+    lines = [f"{head}{'agreement':>11}{'window p':>11}"]
     for r in results:
         mark = "  <- chosen" if r is chosen else ""
-        p = r.window_p(rule.window_rows, rule.tolerance)
         lines.append(
             f"  {r.shift.kind:<11}{r.shift.strength:>9g}{r.dense:>9.3f}{r.pruned:>9.3f}"
-            f"{r.gap * 100:>+11.1f}{p:>11.1e}{mark}"
+            f"{r.gap * 100:>+11.1f}{r.agreement:>11.3f}{rule.p(r):>11.1e}{mark}"
         )
     return "\n".join(lines)
 
@@ -251,34 +333,42 @@ def shift_table(
 class ShiftChoice:
     results: list[ShiftResult]
     chosen: ShiftResult
-    separated: bool  # False: nothing was detectable; ``chosen`` is the largest gap found
-    rule: Detectable
+    separated: bool  # False: nothing separated; ``chosen`` is the largest separation found
+    rule: Rule
+    labelled: bool  # whether the shifted traffic comes with labels
 
 
 def pick_shift(
-    config: DemoConfig, results: list[ShiftResult], pruned: dict[str, Any], timeline: Timeline
+    config: DemoConfig,
+    results: list[ShiftResult],
+    pruned: dict[str, Any],
+    timeline: Timeline,
+    *,
+    labelled: bool = True,
 ) -> ShiftChoice:
-    """Choose among the measured shifts with the agent's own window and margin, and say so."""
+    """Choose among the measured shifts with the check that will decide, the agent's own
+    window and margin, and say so. With ``labelled`` the shifted traffic gets labels and the
+    paired accuracy test decides; without, the label-free agreement test does."""
     m = pruned["metrics"]
-    rule = Detectable(
-        window_rows=config.window_rows,
-        tolerance=max(m["baseline_accuracy"] - m["accuracy"], 0.0) + AGENT_MARGIN,
-    )
+    rule: Rule
+    if labelled:
+        gap = max(m["baseline_accuracy"] - m["accuracy"], 0.0)
+        rule = Detectable(window_rows=config.window_rows, tolerance=gap + AGENT_MARGIN)
+    else:
+        rule = Disagreeing(float(m["agreement_with_baseline"]), window_rows=config.window_rows)
     chosen, separated = choose_shift(results, rule)
-    print(f"accuracy of both ONNX models on {results[0].rows} held-out rows per shift:")
+    print(f"both ONNX models on {results[0].rows} held-out rows per shift:")
     print(shift_table(results, chosen, rule))
-    print(
-        f"  a shift separates the models when the gap is >= {rule.min_gap * 100:.0f} points and "
-        f"the agent's paired test on a {rule.window_rows}-pair window would give p < {rule.alpha:g}"
+    print(f"  a shift separates the models when {rule.describe()}")
+    what = (
+        f"dense {chosen.dense:.3f} vs pruned {chosen.pruned:.3f} ({chosen.gap * 100:+.1f} "
+        f"points), agreement {chosen.agreement:.3f}"
     )
     if separated:
-        timeline.add(
-            f"shift chosen: {chosen.shift}: dense {chosen.dense:.3f} vs pruned "
-            f"{chosen.pruned:.3f} ({chosen.gap * 100:+.1f} points)"
-        )
+        timeline.add(f"shift chosen: {chosen.shift}: {what}")
     else:
         timeline.add(
-            f"NO shift separates the models by {MIN_GAP * 100:.0f} points; falling back to the "
-            f"strongest separation found: {chosen.shift}, {chosen.gap * 100:+.1f} points"
+            f"NO shift separates the models ({rule.describe()}); falling back to the strongest "
+            f"separation found: {chosen.shift}: {what}"
         )
-    return ShiftChoice(results, chosen, separated, rule)
+    return ShiftChoice(results, chosen, separated, rule, labelled)

@@ -179,13 +179,19 @@ def _replay(
     traffic.run(warm, batches(x, y, config.batch, None, SEED), warmed, watcher, config.warm_max_s)
     timeline.add(f"phase 1 done: {warm.rows} rows, served accuracy {warm.accuracy:.3f}")
     shifted = PhaseStats("shifted")
-    timeline.add(f"traffic phase 2: shifted inputs ({shift}), with labels")
+    labelled = story.workload.labelled_shift
+    timeline.add(
+        f"traffic phase 2: shifted inputs ({shift}), "
+        + ("with labels" if labelled else "WITHOUT labels (they come late or never), so the "
+           "agent's label-free agreement check decides once the labelled rows leave its window")
+    )  # fmt: skip
     switched = traffic.run(
         shifted,
         batches(x, y, config.batch, shift, SEED + 1),
         lambda version: version == dense_version,
         watcher,
         config.rollback_wait_s,
+        labelled=labelled,
     )
     timeline.add(
         f"phase 2 done: {shifted.rows} rows, served accuracy {shifted.accuracy:.3f}; "
@@ -241,7 +247,7 @@ def _loop(
     with open_registry(home=story.config.home) as registry:
         section("3-4. serve, start the agent")
         service_url, agent, watcher = _serve_and_watch(story, registry, model, tags)
-        section("5-7. replay labelled traffic; the agent watches")
+        section("5-7. replay traffic; the agent watches")
         with httpx.Client(base_url=service_url, timeout=30) as client:
             _replay(story, client, watcher, data, shift, dense_version)
         if watcher.rollback is None:
@@ -277,7 +283,7 @@ def run_demo(config: DemoConfig) -> int:
         workload.scorers(config.artifacts), x, y, draws=workload.shift_draws,
         kinds=workload.shifts,
     )  # fmt: skip
-    shifts = pick_shift(config, results, pruned, timeline)
+    shifts = pick_shift(config, results, pruned, timeline, labelled=workload.labelled_shift)
     try:
         _loop(story, (x, y), tags, shifts.chosen.shift)
     finally:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pruneguard.demo.config import MIN_GAP, DemoConfig, DemoError, Timeline
+from pruneguard.demo.config import DemoConfig, DemoError, Timeline
 from pruneguard.demo.processes import pruneguard_argv
 from pruneguard.demo.shifts import ShiftChoice, ShiftResult, shift_table
 
@@ -95,7 +95,7 @@ def pruning_plot(pruned: dict[str, Any]) -> str:
 
 
 def shift_plot(results: Sequence[ShiftResult], chosen: ShiftResult) -> str:
-    """Accuracy vs shift strength, dense and pruned, one panel per kind of shift."""
+    """Accuracy (dense, pruned) and their agreement vs shift strength, a panel per kind."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -109,6 +109,7 @@ def shift_plot(results: Sequence[ShiftResult], chosen: ShiftResult) -> str:
         xs = [r.shift.strength for r in rows]
         ax.plot(xs, [r.dense for r in rows], "o-", label="dense")
         ax.plot(xs, [r.pruned for r in rows], "s-", label="pruned")
+        ax.plot(xs, [r.agreement for r in rows], "^--", color="grey", label="agreement")
         if chosen.shift.kind == kind:
             ax.axvline(chosen.shift.strength, color="red", linestyle=":", label="replayed")
         ax.set_title(kind, fontsize=9)
@@ -116,7 +117,7 @@ def shift_plot(results: Sequence[ShiftResult], chosen: ShiftResult) -> str:
         ax.set_ylim(0, 1.02)
         if xs[0] > xs[-1]:  # contrast: a smaller factor is a stronger shift
             ax.invert_xaxis()
-    axes[0].set_ylabel("accuracy")
+    axes[0].set_ylabel("accuracy / agreement")
     axes[0].legend(fontsize=8)
     return _png(fig)
 
@@ -147,13 +148,18 @@ def write_summary(
         else "The loop did NOT close: " + "; ".join(outcome.missing)
     )
     report = _report_links(config.home, outcome.report)
+    rule = esc(shifts.rule.describe())
     separation = (
-        f"Chosen by measurement: <b>{esc(str(chosen.shift))}</b>, the mildest shift at which the "
-        f"pruned model trails by at least {MIN_GAP * 100:.0f} points, clearly enough for the "
-        f"agent's paired test on a {shifts.rule.window_rows}-pair window (p &lt; {shifts.rule.alpha:g})."
+        f"Chosen by measurement: <b>{esc(str(chosen.shift))}</b>, the mildest shift at which {rule}."
         if separated
-        else f"No shift separated the models by {MIN_GAP * 100:.0f} points; the strongest "
-        f"separation found was replayed: <b>{esc(str(chosen.shift))}</b>."
+        else f"No shift separated the models ({rule}); the strongest separation found was "
+        f"replayed: <b>{esc(str(chosen.shift))}</b>."
+    )
+    separation += (
+        " The shifted traffic was sent with labels: the paired accuracy test decides."
+        if shifts.labelled
+        else " The shifted traffic was sent <b>without labels</b> (as when they come late or "
+        "never): the label-free agreement test decides."
     )
     parts = [
         "<!doctype html><meta charset='utf-8'><title>pruneguard demo</title>",
@@ -163,7 +169,7 @@ def write_summary(
         "<h2>Pruning report</h2>",
         f"<pre>{esc(_pruning_text(pruned))}</pre>",
         f'<img alt="dense vs pruned" src="data:image/png;base64,{pruning_plot(pruned)}">',
-        "<h2>Accuracy under input shift (offline, both ONNX models)</h2>",
+        "<h2>Accuracy and agreement under input shift (offline, both ONNX models)</h2>",
         f"<p>{separation}</p>",
         f'<img alt="accuracy vs shift" src="data:image/png;base64,{shift_plot(results, chosen)}">',
         f"<pre>{esc(shift_table(results, chosen, shifts.rule))}</pre>",
@@ -192,8 +198,8 @@ def _report_links(home: Path, report: Path | None) -> str:
         for p in pages
     )
     return (
-        "<p>Written by the agent when it rolled back: drift of every input pixel against the "
-        f"champion's reference, and classification quality of champion and shadow.</p><ul>{links}</ul>"
+        "<p>Written by the agent when it rolled back: drift of the logged input features against "
+        f"the champion's reference, and classification quality of champion and shadow.</p><ul>{links}</ul>"
     )
 
 

@@ -43,6 +43,19 @@ def _agent_metric(text: str, name: str, **labels: str) -> float | None:
     return None
 
 
+def _tick_numbers(tick: dict[str, Any]) -> str:
+    """The window behind a tick: labelled accuracies when it has labels, agreement always."""
+    parts = []
+    if tick.get("labelled"):
+        parts.append(
+            f"labelled {tick['labelled']:.0f}, champion acc {tick['champion_acc']:.3f}, "
+            f"shadow acc {tick['shadow_acc']:.3f}"
+        )
+    if tick.get("pairs") and tick.get("agreement") == tick.get("agreement"):  # not NaN
+        parts.append(f"pairs {tick['pairs']:.0f}, agreement {tick['agreement']:.3f}")
+    return f" [{'; '.join(parts)}]" if parts else ""
+
+
 @dataclass
 class Watcher:
     """Reads the agent's log and /metrics and the registry; never changes anything."""
@@ -91,11 +104,8 @@ class Watcher:
         }
         self.ticks.append(tick)
         numbers = ""
-        if tick.get("labelled") and not tick["message"].startswith("cooldown"):
-            numbers = (
-                f" [labelled {tick['labelled']:.0f}, champion acc {tick['champion_acc']:.3f}, "
-                f"shadow acc {tick['shadow_acc']:.3f}]"
-            )
+        if not tick["message"].startswith("cooldown"):
+            numbers = _tick_numbers(tick)
         self.timeline.add(f"agent tick: {tick['message']}{numbers}", at)
 
     def _numbers(self) -> dict[str, float]:
@@ -107,6 +117,8 @@ class Watcher:
             return {}
         m = self.model
         found = {
+            "pairs": _agent_metric(text, "pruneguard_window_samples", model=m, kind="pairs"),
+            "agreement": _agent_metric(text, "pruneguard_agreement_ratio", model=m),
             "labelled": _agent_metric(text, "pruneguard_window_samples", model=m, kind="labelled"),
             "champion_acc": _agent_metric(text, "pruneguard_accuracy", model=m, variant="champion"),
             "shadow_acc": _agent_metric(text, "pruneguard_accuracy", model=m, variant="shadow"),
@@ -144,7 +156,7 @@ class PhaseStats:
 
 
 class Traffic:
-    """Labelled traffic: ``/predict`` a batch, then ``/feedback`` each row's true label."""
+    """Traffic: ``/predict`` a batch, then (when labelled) ``/feedback`` each row's label."""
 
     def __init__(
         self,
@@ -156,20 +168,26 @@ class Traffic:
         self.config = config
         self.body = body  # a batch of rows -> the /predict request
 
-    def send(self, x: np.ndarray, y: np.ndarray, stats: PhaseStats) -> str:
+    def send(self, x: np.ndarray, y: np.ndarray, stats: PhaseStats, *, labelled: bool) -> str:
+        """One batch; with ``labelled``, each row's label to ``/feedback`` (the demo knows the
+        labels either way, for its own served-accuracy figure)."""
         reply = self.client.post("/predict", json=self.body(x))
         if reply.status_code != 200:
             raise DemoError(f"/predict answered {reply.status_code}: {reply.text[:300]}")
         body = reply.json()
-        for request_id, label in zip(body["request_ids"], y.tolist(), strict=True):
-            fb = self.client.post("/feedback", json={"request_id": request_id, "label": label})
-            if fb.status_code >= 300:
-                raise DemoError(f"/feedback answered {fb.status_code}: {fb.text[:300]}")
+        if labelled:
+            self._feedback(body["request_ids"], y)
         version = str(body["model_version"])
         stats.rows += len(y)
         stats.correct += int((np.asarray(body["predictions"]) == y).sum())
         stats.versions[version] = stats.versions.get(version, 0) + len(y)
         return version
+
+    def _feedback(self, request_ids: list[str], y: np.ndarray) -> None:
+        for request_id, label in zip(request_ids, y.tolist(), strict=True):
+            fb = self.client.post("/feedback", json={"request_id": request_id, "label": label})
+            if fb.status_code >= 300:
+                raise DemoError(f"/feedback answered {fb.status_code}: {fb.text[:300]}")
 
     def run(
         self,
@@ -178,13 +196,15 @@ class Traffic:
         done: Callable[[str], bool],
         watcher: Watcher,
         max_s: float,
+        *,
+        labelled: bool = True,
     ) -> bool:
         """Send batches at the configured pace until ``done(last_version)`` or ``max_s``."""
         deadline = time.monotonic() + max_s
         pause = self.config.batch / self.config.rows_per_s
         while time.monotonic() < deadline:
             started = time.monotonic()
-            version = self.send(*next(batches), stats)
+            version = self.send(*next(batches), stats, labelled=labelled)
             watcher.poll()
             if done(version):
                 return True

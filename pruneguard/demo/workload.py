@@ -35,6 +35,7 @@ class Workload:
     scorer: Callable[[Path], Scorer]  # an artifact folder -> the model as served
     prune_threads: int | None  # torch threads while pruning; None leaves torch's default
     shift_draws: int  # random draws of the held-out rows per measured shift
+    labelled_shift: bool  # whether the shifted traffic gets labels (else agreement decides)
 
     def recipe(self, quick: bool) -> Recipe:
         from pruneguard.pruning.recipe import load_recipe
@@ -88,22 +89,28 @@ def _digits_held_out(recipe: Recipe, _: Mapping[str, Any]) -> tuple[np.ndarray, 
 class _TensorModel:
     session: Any
 
-    def correct(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    def predict(self, x: np.ndarray) -> np.ndarray:
         logits = self.session.run(None, {self.session.get_inputs()[0].name: x})[0]
-        return np.asarray(logits.argmax(axis=1) == y)
+        return np.asarray(logits.argmax(axis=1))
 
 
 # --- texts -----------------------------------------------------------------------------------
 
 
 def _quick_texts(recipe: Recipe) -> Recipe:
-    """The recipe's own training and distillation (shorter ones lose the accuracy budget:
-    2 distillation epochs measured a 5.9-point drop), with less calibration and latency
-    measured in fewer blocks at seq 64."""
+    """The recipe's own training, calibration and distillation (shorter ones lose accuracy:
+    2 distillation epochs measured a 5.9-point drop, 32 calibration texts instead of 64 a
+    2.1-point drop), with latency measured in fewer blocks at seq 64, and a 3-point accuracy
+    budget as for digits: the held-out split is 238 texts (one point is 2-3 of them) and the
+    quick run is one seed on whatever kernels the CPU picks. The recipe's own 1-point budget
+    holds for ``make demo-text``."""
+    from pruneguard.pruning.recipe import Accept
+
     return replace(
         recipe,
+        accept=replace(recipe.accept or Accept(), max_accuracy_drop=0.03),
         export=replace(recipe.export, latency_blocks=2, latency_runs=3),
-        extra={**recipe.extra, "calibration": 32, "seq_len": 64},
+        extra={**recipe.extra, "seq_len": 64},
     )
 
 
@@ -135,7 +142,7 @@ class _TextModel:
         names = [i.name for i in session.get_inputs()]
         return cls(session, TextEncoder.load(artifact, io["text"], names))
 
-    def correct(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    def predict(self, x: np.ndarray) -> np.ndarray:
         order = sorted(range(len(x)), key=lambda i: len(x[i]))  # little padding per batch
         predicted = np.empty(len(x), dtype=np.int64)
         for start in range(0, len(order), 32):
@@ -143,7 +150,7 @@ class _TextModel:
             batch, _ = self.encoder.encode([str(x[i]) for i in idx])
             logits = self.session.run(None, self.encoder.feeds(batch))[0]
             predicted[idx] = logits.argmax(axis=1)
-        return np.asarray(predicted == y)
+        return predicted
 
 
 WORKLOADS: dict[str, Workload] = {
@@ -158,6 +165,7 @@ WORKLOADS: dict[str, Workload] = {
         scorer=lambda artifact: _TensorModel(_session(artifact)),
         prune_threads=1,  # the digits CNN gains nothing from more; the machine is shared
         shift_draws=3,
+        labelled_shift=True,
     ),
     "texts": Workload(
         name="texts",
@@ -170,5 +178,9 @@ WORKLOADS: dict[str, Workload] = {
         scorer=_TextModel.load,
         prune_threads=None,
         shift_draws=1,  # the text shifts are random too, but each draw costs a MiniLM pass
+        # Labels for chat traffic come late or never, and no text shift measured here widens
+        # the accuracy gap past a few points, while agreement with the dense model does fall:
+        # the shifted texts go out unlabelled, so the label-free agreement check decides.
+        labelled_shift=False,
     ),
 }
