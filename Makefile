@@ -32,12 +32,15 @@ fmt: venv
 test: venv lint
 	$(VENV)/bin/pytest -q
 
-# The kernel-sensitive tests (pruning, the demo) under each of torch's kernel sets.
+# The kernel-sensitive tests (pruning, the demo) under each of torch's kernel sets. The text
+# demo (~6 min a run) runs once, in `make test`: docs/testing.md says why and what it rests on.
 KERNELS ?= default avx2 avx512
+TEXT_DEMO := tests/test_demo.py::test_quick_text_demo_closes_the_loop_on_agreement
 test-kernels: venv
 	@set -e; for cap in $(KERNELS); do \
 	  echo "== ATEN_CPU_CAPABILITY=$$cap"; \
-	  ATEN_CPU_CAPABILITY=$$cap $(VENV)/bin/pytest -q tests/pruning tests/test_demo.py; \
+	  ATEN_CPU_CAPABILITY=$$cap $(VENV)/bin/pytest -q tests/pruning tests/test_demo.py \
+	    --deselect $(TEXT_DEMO); \
 	done
 
 # What the kernel-sensitive tests' bounds rest on: JSON per kernel set and thread count.
