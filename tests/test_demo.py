@@ -105,7 +105,9 @@ def test_quick_text_demo_closes_the_loop_on_agreement(tmp_path: Path) -> None:
     assert checks["accuracy_gap"]["outcome"] == "inconclusive"  # no labels in the window
     agreement = checks["agreement"]
     assert agreement["outcome"] == "fail"
-    assert agreement["value"] < agreement["detail"]["floor"] < agreement["detail"]["expected"]
+    detail = agreement["detail"]
+    assert agreement["statistic"] < detail["floor"] < detail["expected"]
+    assert agreement["p_value"] < detail["alpha"]
     pruned = json.loads((home / "artifacts" / "pruned" / "manifest.json").read_text())
     assert pruned["io"]["task"] == "classification" and "text" in pruned["io"]
     summary = (home / "summary.html").read_text()
