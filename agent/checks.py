@@ -29,6 +29,7 @@ __all__ = [
     "CheckConfig",
     "accuracy_gap_check",
     "agreement_check",
+    "agreement_p_value",
     "cosine_check",
     "drift_check",
     "inconclusive",
@@ -125,13 +126,21 @@ def accuracy_gap_check(
     return CheckResult("accuracy_gap", outcome, n, gap, p, reason, detail)
 
 
+def agreement_p_value(agree: int, n: int, floor: float) -> float:
+    """One-sided p-value for "champion and shadow agree less often than ``floor``" when
+    ``agree`` of ``n`` pairs agreed (exact binomial test)."""
+    from scipy import stats
+
+    if floor <= 0:
+        return 1.0
+    return float(stats.binomtest(agree, n, floor, alternative="less").pvalue)
+
+
 def agreement_check(
     champion: ArrayLike, shadow: ArrayLike, *, expected: float | None, config: CheckConfig
 ) -> CheckResult:
     """Fail when champion/shadow agreement is significantly below the offline agreement
     (``metrics.agreement_with_baseline``) minus ``agreement_margin`` (one-sided binomial)."""
-    from scipy import stats
-
     champ, shad = np.asarray(champion), np.asarray(shadow)
     n = int(champ.size)
     if expected is None or not math.isfinite(expected):
@@ -141,7 +150,7 @@ def agreement_check(
     agree = int(np.sum(champ == shad))
     floor = max(expected - config.agreement_margin, 0.0)
     ratio = agree / n
-    p = float(stats.binomtest(agree, n, floor, alternative="less").pvalue) if floor > 0 else 1.0
+    p = agreement_p_value(agree, n, floor)
     outcome = FAIL if p < config.alpha else PASS if ratio >= floor else INCONCLUSIVE
     reason = f"agreement {ratio:.4f} vs floor {floor:.4f} (offline {expected:.4f}), p={p:.3g}"
     detail = {"expected": expected, "floor": floor, "agree": agree, "alpha": config.alpha}

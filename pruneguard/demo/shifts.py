@@ -182,10 +182,9 @@ class ShiftResult:
     def agreement_p(self, window_rows: int, floor: float) -> float:
         """The agent's label-free test (one-sided binomial, agreement below ``floor``) on a
         window of ``window_rows`` pairs that agree as often as these rows did."""
-        from scipy import stats
+        from pruneguard.agent.checks import agreement_p_value
 
-        agree = round(self.agreement * window_rows)
-        return float(stats.binomtest(agree, window_rows, floor, alternative="less").pvalue)
+        return agreement_p_value(round(self.agreement * window_rows), window_rows, floor)
 
 
 class Scorer(Protocol):
@@ -287,7 +286,7 @@ class Disagreeing:
         return self.separation(r) >= self.min_fall and self.p(r) < self.alpha
 
     def p(self, r: ShiftResult) -> float:
-        return r.agreement_p(self.window_rows, max(self.expected - self.margin, 1e-9))
+        return r.agreement_p(self.window_rows, max(self.expected - self.margin, 0.0))
 
     def separation(self, r: ShiftResult) -> float:
         return self.expected - r.agreement
