@@ -18,9 +18,8 @@ from typing import Any, TypeVar
 import click
 
 from pruneguard.pruning.progress import VERBOSE_ENV
+from pruneguard.pruning.registration import PROMOTE_MODES
 from pruneguard.registry.errors import PruneguardError
-
-PROMOTE_MODES = ("auto", "always", "never")
 
 __all__ = ["bench", "prune"]
 
@@ -113,28 +112,29 @@ def prune() -> None:
     "out",
     required=True,
     type=click.Path(path_type=Path),
-    help="Folder that receives dense/ and pruned/.",
+    help="Folder that receives dense/ and pruned/ (and quantized/ when the recipe quantizes).",
 )
 @click.option(
     "--json",
     "as_json",
     is_flag=True,
-    help="Print the pruned manifest as JSON on stdout (progress stays on stderr).",
+    help="Print the pruned manifest as JSON on stdout, the int8 one under .quantized (progress stays on stderr).",
 )
 @click.option(
     "--register/--no-register",
     default=False,
     show_default=True,
-    help="Register both artifacts in the model registry (a new model gets champion/shadow/baseline).",
+    help="Register the run's artifacts in the model registry (a new model gets champion/shadow/baseline).",
 )
 @click.option(
     "--promote",
     type=click.Choice(PROMOTE_MODES),
     default="auto",
     show_default=True,
-    help="With --register. auto: the pruned version becomes champion of a new model only if it "
-    "passes the acceptance gate (accept.max_accuracy_drop, accept.min_speedup; defaults 0.01 and "
-    "1.0); always: it becomes champion anyway, and the override is recorded; never: register only.",
+    help="With --register. auto: the run's candidate (int8 when it passed its gate, else pruned) "
+    "becomes champion of a new model only if it passes the acceptance gate (accept.max_accuracy_drop, "
+    "accept.min_speedup; defaults 0.01 and 1.0); always: it becomes champion anyway, and the "
+    "override is recorded; never: register only.",
 )
 @_work_options
 def run_cmd(
@@ -147,11 +147,14 @@ def run_cmd(
     threads: int | None,
     quiet: bool,
 ) -> None:
-    """Run RECIPE: train (if asked), prune, finetune, check, export, write OUT/dense and OUT/pruned.
+    """Run RECIPE: train (if asked), prune, finetune, check, export, write OUT/dense and OUT/pruned
+    (and OUT/quantized, int8 from the pruned model, when the recipe has a quantize section).
 
     The pruned version must pass the acceptance gate (within the accuracy budget of dense, and
     faster than it as served) to become champion; a version that misses it is still written
-    and registered, and the command exits 1 with the reason.
+    and registered, and the command exits 1 with the reason. An int8 version must pass the
+    same budget and be faster than its fp32 parent; when it does it is the run's candidate,
+    when it does not it is written and registered without an alias (exit 0 if pruned passed).
 
     \b
     Example:
@@ -160,6 +163,7 @@ def run_cmd(
     """
     from pruneguard.pruning.errors import AcceptanceFailed
     from pruneguard.pruning.recipe import load_recipe
+    from pruneguard.pruning.registration import candidate, verdicts
 
     with _one_line_errors():
         parsed = load_recipe(recipe)
@@ -173,15 +177,41 @@ def run_cmd(
         acceptance = pruned["pruning"]["acceptance"]
         verdict = "accepted" if acceptance["passed"] else "NOT accepted"
         click.echo(f"[pruneguard] {verdict}: {acceptance['reason']}", err=True)
-        registration = _register(out, acceptance, promote) if register else None
+        quantized = _say_int8(out)
+        registration = _register(out, promote) if register else None
     if as_json:
-        printed = pruned if registration is None else {**pruned, "registration": registration}
+        printed = dict(pruned)
+        if quantized is not None:
+            printed["quantized"] = quantized
+        if registration is not None:
+            printed["registration"] = registration
         click.echo(json.dumps(printed, indent=2, sort_keys=True))
     else:
-        click.echo(_summary(dense, pruned, out))
-    if not acceptance["passed"] and not (registration and registration["override"]):
+        click.echo(_summary(dense, pruned, out, quantized))
+    found = verdicts(out)  # the run's candidate (int8 when it passed, else pruned) decides
+    chosen = found[candidate(found)]
+    if not chosen["passed"] and not (registration and registration["override"]):
         with _one_line_errors():
-            raise AcceptanceFailed(acceptance["reason"])
+            raise AcceptanceFailed(chosen["reason"])
+
+
+def _say_int8(out: Path) -> dict[str, Any] | None:
+    """The int8 manifest when the recipe quantized (None otherwise), its verdict on stderr."""
+    from pruneguard.registry.artifact import read_manifest
+
+    if not (out / "quantized").is_dir():
+        return None
+    manifest = read_manifest(out / "quantized")
+    acceptance = manifest["pruning"]["acceptance"]
+    if acceptance["passed"]:
+        click.echo(f"[pruneguard] int8 accepted: {acceptance['reason']}", err=True)
+    else:
+        click.echo(
+            f"[pruneguard] int8 NOT accepted: {acceptance['reason']} (written to "
+            f"{out / 'quantized'}; never offered as champion)",
+            err=True,
+        )
+    return manifest
 
 
 def _set_threads(threads: int | None) -> None:
@@ -194,63 +224,35 @@ def _set_threads(threads: int | None) -> None:
     torch.set_num_threads(threads)
 
 
-def _register(out: Path, acceptance: dict[str, Any], promote: str) -> dict[str, Any]:
-    """Register out/dense and out/pruned; the gate (and ``promote``) decides the champion.
+def _register(out: Path, promote: str) -> dict[str, Any]:
+    """Register the run's artifacts (pruning/registration.py) and say what happened."""
+    from pruneguard.pruning.registration import register_out
 
-    Returns the ``registration`` block of ``--json`` (docs/pruning.md)."""
-    from pruneguard.registry import open_registry
-
-    actor = f"cli:{getpass.getuser()}"
-    passed = acceptance["passed"]
-    aliases, reason = None, "first prune run registered"
-    if not passed and promote != "always":  # a new model is served by its dense parent
-        aliases = {"champion": "dense", "baseline": "dense"}
-        reason = f"first prune run registered; pruned not accepted: {acceptance['reason']}"
-    with open_registry() as registry:
-        dense, pruned = registry.register_run(
-            out / "dense", out / "pruned", actor=actor, set_aliases=promote != "never",
-            aliases=aliases, reason=reason,
-        )  # fmt: skip
-        registry.record(
-            pruned.tag, action="accepted" if passed else "refused", actor=actor,
-            reason=acceptance["reason"], evidence={"acceptance": acceptance},
-        )  # fmt: skip
-        override = promote == "always" and not passed
-        if promote == "always" and registry.aliases(pruned.name).get("champion") != pruned.tag:
-            why = (
-                f"override (--promote always): {acceptance['reason']}"
-                if override
-                else "--promote always"
-            )
-            registry.promote(pruned.tag, actor=actor, reason=why)
-        tags = {"dense": registry.get(dense.tag), "pruned": registry.get(pruned.tag)}
-    champion = "champion" in tags["pruned"].aliases
-    block = {
-        **{kind: {"tag": v.tag, "aliases": sorted(v.aliases)} for kind, v in tags.items()},
-        "accepted": passed,
-        "promoted": champion,
-        "override": override,
-        "reason": acceptance["reason"],
-    }
+    block = register_out(out, promote, actor=f"cli:{getpass.getuser()}")
     _say_registration(block)
     return block
 
 
 def _say_registration(block: dict[str, Any]) -> None:
-    for kind in ("dense", "pruned"):
-        aliases = ", ".join(block[kind]["aliases"]) or "no alias"
-        click.echo(f"[pruneguard] registered {block[kind]['tag']} ({kind}): {aliases}", err=True)
+    for kind in ("dense", "pruned", "quantized"):
+        if kind in block:
+            aliases = ", ".join(block[kind]["aliases"]) or "no alias"
+            click.echo(
+                f"[pruneguard] registered {block[kind]['tag']} ({kind}): {aliases}", err=True
+            )
     if block["override"]:
         click.echo("[pruneguard] champion by override (--promote always); recorded", err=True)
     elif not block["promoted"] and block["accepted"]:
         click.echo(
             "[pruneguard] champion unchanged (the model has one); promote with "
-            f"`pruneguard models promote {block['pruned']['tag']}`",
+            f"`pruneguard models promote {block[block['candidate']]['tag']}`",
             err=True,
         )
 
 
-def _summary(dense: dict[str, Any], pruned: dict[str, Any], out: Path) -> str:
+def _summary(
+    dense: dict[str, Any], pruned: dict[str, Any], out: Path, quantized: dict[str, Any] | None
+) -> str:
     m = pruned["metrics"]
     speed = ", ".join(f"{v:.2f}x @ batch {k}" for k, v in m["speedup"].items())
     lines = [
@@ -259,8 +261,17 @@ def _summary(dense: dict[str, Any], pruned: dict[str, Any], out: Path) -> str:
         f"ONNX {m['baseline_onnx_bytes']:,} → {m['onnx_bytes']:,} bytes, speed-up {speed}",
         f"agreement with dense {m['agreement_with_baseline']:.4f}, parity {m['parity_max_abs_diff']:.2e}",
         *pruned.get("notes", []),
-        f"artifacts: {out / 'dense'}  {out / 'pruned'}",
     ]
+    sides = [out / "dense", out / "pruned"]
+    if quantized is not None:
+        q = quantized["metrics"]
+        over = ", ".join(f"{v:.2f}x @ batch {k}" for k, v in q["speedup_over_parent"].items())
+        lines.append(
+            f"int8: accuracy {q['accuracy']:.4f}, {q['onnx_bytes']:,} bytes, {over} over fp32 "
+            f"pruned, similarity to it {q['parity_to_parent']['similarity_mean']:.4f}"
+        )
+        sides.append(out / "quantized")
+    lines.append("artifacts: " + "  ".join(str(p) for p in sides))
     return "\n".join(lines)
 
 

@@ -1,5 +1,5 @@
-"""Whether a pruned version may become champion: the recipe's acceptance budget, decided from
-the manifest's own figures against its dense parent.
+"""Whether a pruned (or int8) version may become champion: the recipe's acceptance budget,
+decided from the manifest's own figures against the dense model.
 
 Deciding only (a pure function of the metrics and the budget); registering and promoting are
 the CLI's (``pruning/cli.py``), which records the decision in the registry's history.
@@ -11,7 +11,13 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["DEFAULT_MAX_ACCURACY_DROP", "DEFAULT_MIN_SPEEDUP", "Acceptance", "decide"]
+__all__ = [
+    "DEFAULT_MAX_ACCURACY_DROP",
+    "DEFAULT_MIN_SPEEDUP",
+    "Acceptance",
+    "decide",
+    "decide_quantized",
+]
 
 DEFAULT_MAX_ACCURACY_DROP = 0.01  # one accuracy point, when the recipe sets no budget
 DEFAULT_MIN_SPEEDUP = 1.0  # faster than dense as served, at every batch size measured
@@ -71,3 +77,33 @@ def decide(
                 f"accept.min_speedup is {speed_budget:.2f}×"
             )
     return Acceptance(not reasons, tuple(reasons), drop_budget, speed_budget, budget)
+
+
+def decide_quantized(
+    metrics: Mapping[str, Any],
+    *,
+    min_similarity: float,
+    max_accuracy_drop: float | None = None,
+    min_speedup: float | None = None,
+) -> Acceptance:
+    """The verdict for an int8 version: the same budget against the dense model as
+    :func:`decide`, and two conditions of its own: it must be faster than its fp32 parent as
+    served (``speedup_over_parent``, every batch size), and answer as the parent does
+    (``parity_to_parent.similarity_mean`` at least ``min_similarity``)."""
+    base = decide(metrics, max_accuracy_drop=max_accuracy_drop, min_speedup=min_speedup)
+    reasons = list(base.reasons)
+    over_parent = metrics.get("speedup_over_parent", {})
+    for batch, speedup in sorted(over_parent.items(), key=lambda kv: int(kv[0])):
+        if float(speedup) < 1.0 - _EPSILON:
+            reasons.append(
+                f"int8 is {float(speedup):.2f}× its fp32 parent's speed at batch {batch} as "
+                "served: not faster, so not worth serving; keep the fp32 pruned version"
+            )
+    similarity = float(metrics.get("parity_to_parent", {}).get("similarity_mean", 0.0))
+    if similarity < min_similarity - _EPSILON:
+        reasons.append(
+            f"int8 answers follow the fp32 parent's with mean similarity {similarity:.4f}; "
+            f"quantize.min_similarity is {min_similarity:.4f}"
+        )
+    return Acceptance(not reasons, tuple(reasons), base.max_accuracy_drop, base.min_speedup,
+                      base.budget)  # fmt: skip

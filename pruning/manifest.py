@@ -27,6 +27,7 @@ __all__ = [
     "io_spec",
     "latency_metrics",
     "pruned_manifest",
+    "quantized_manifest",
     "reference_frame",
     "versions",
 ]
@@ -253,3 +254,53 @@ def _sparse_metrics(metrics: dict[str, Any], model: nn.Module, onnx: OnnxMeasure
     return CPU_SPARSITY_NOTE.format(
         speedups=speedups, gz=onnx.gzip_bytes["pruned"], base_gz=onnx.gzip_bytes["dense"]
     )
+
+
+def quantized_manifest(
+    pruned: Mapping[str, Any],
+    parent: Mapping[str, Any],
+    *,
+    recipe: Recipe,
+    quality: Mapping[str, Any],
+    latency: Mapping[str, Mapping[str, Mapping[str, float]]],
+    onnx_bytes: int,
+    parity: Mapping[str, Any],
+    quantization: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The int8 version's manifest, from its fp32 parent's (``pruned``) and what was measured
+    of the int8 graph: ``quality`` (the task's figures against dense: accuracy or cosine,
+    agreement), ``latency`` (dense, pruned and quantized, timed side by side), ``parity``
+    (:func:`pruning.quantize.parent_parity`) and how it was made (``quantization``)."""
+    metrics = dict(pruned["metrics"])
+    metrics.update(quality)
+    if "accuracy" in quality:
+        metrics["accuracy_drop"] = metrics["baseline_accuracy"] - quality["accuracy"]
+    dense, fp32, int8 = latency["dense"], latency["pruned"], latency["quantized"]
+    metrics.update(latency_metrics(dense, int8, recipe.export.latency_setup()))
+    metrics.update(
+        onnx_bytes=onnx_bytes,
+        parent_latency_ms={b: dict(s) for b, s in fp32.items()},
+        speedup_over_parent={b: fp32[b]["p50"] / int8[b]["p50"] for b in int8},
+        parity_max_abs_diff=float(parity["max_abs_diff"]),
+        parity_to_parent=dict(parity),
+        agreement_with_parent=float(parity["agreement"]),
+    )
+    machine = quantization.get("machine", {})
+    notes = [
+        *pruned.get("notes", []),
+        f"int8 by ONNX Runtime {quantization['mode']} quantization of the pruned version "
+        f"{parent['sha256'][:12]}; parity_max_abs_diff is against that fp32 parent's outputs "
+        f"(int8 is not bit-close: the gate uses quantize.min_similarity). Speed measured on "
+        f"{machine.get('cpu') or 'this CPU'}, "
+        + ("with VNNI (" + ", ".join(machine.get("int8_flags", [])) + ")"
+           if machine.get("vnni") else "without VNNI"),
+    ]  # fmt: skip
+    pruning = {
+        **dict(pruned["pruning"] or {}),
+        "quantization": dict(quantization),
+        "acceptance": recipe.acceptance(metrics, quantized=True),
+    }
+    return build_manifest(
+        name=pruned["name"], kind="quantized", parent=parent, pruning=pruning, metrics=metrics,
+        io=pruned["io"], notes=notes, source=pruned.get("source"),
+    )  # fmt: skip

@@ -14,7 +14,7 @@ import gzip
 import os
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -226,6 +226,7 @@ class OnnxMeasure:
     onnx_bytes: dict[str, int]
     latency: dict[str, dict[str, dict[str, float]]]  # label -> batch -> p50/p95/mean/runs
     gzip_bytes: dict[str, int]  # label -> gzip size (sparse methods only: zeros compress)
+    quantization: dict[str, Any] | None = None  # how quantized.onnx was made (pruning/quantize.py)
 
 
 def measure_onnx(
@@ -235,12 +236,15 @@ def measure_onnx(
     folder: Path,
     recipe: Recipe,
     progress: bool = False,
+    *,
+    calibration: Sequence[Mapping[str, np.ndarray]] = (),
 ) -> OnnxMeasure:
-    """Export each model to ``folder/<label>.onnx``; parity on validation rows; latency in blocks."""
+    """Export each model to ``folder/<label>.onnx``; parity on validation rows; with
+    ``recipe.quantize``, ``folder/quantized.onnx`` from the pruned graph; latency of them all
+    side by side, in blocks."""
     import torch
 
     from pruneguard.pruning.export import export_onnx, parity
-    from pruneguard.pruning.latency import compare_latency, make_session
 
     paths = {label: folder / f"{label}.onnx" for label in models}
     rows = torch.from_numpy(val_inputs[:PARITY_ROWS]).float()
@@ -250,9 +254,31 @@ def measure_onnx(
             export_onnx(model, example, paths[label], opset=recipe.export.opset)
             diffs[label] = parity(model, paths[label], rows)
             done.advance(f"{label}: parity {diffs[label]:.1e}")
-    threads = recipe.export.ort_threads
-    sessions = {label: make_session(path, threads) for label, path in paths.items()}
-    latency: dict[str, dict[str, dict[str, float]]] = {label: {} for label in models}
+    record = None
+    if recipe.quantize is not None:
+        from pruneguard.pruning.quantize import quantize_onnx
+
+        paths["quantized"] = folder / "quantized.onnx"
+        record = quantize_onnx(paths["pruned"], paths["quantized"], recipe.quantize,
+                               calibration=calibration)  # fmt: skip
+    latency = time_onnx(paths, val_inputs, recipe, progress)
+    sizes = {label: path.stat().st_size for label, path in paths.items()}
+    gz = {}
+    if recipe.method in ("unstructured", "nm"):
+        gz = {label: len(gzip.compress(path.read_bytes(), 6)) for label, path in paths.items()}
+    return OnnxMeasure(diffs, sizes, latency, gz, record)
+
+
+def time_onnx(
+    paths: Mapping[str, Path], val_inputs: np.ndarray, recipe: Recipe, progress: bool = False
+) -> dict[str, dict[str, dict[str, float]]]:
+    """p50/p95/mean of each graph per batch size, timed side by side as served."""
+    from pruneguard.pruning.latency import compare_latency, make_session
+
+    sessions = {
+        label: make_session(path, recipe.export.ort_threads) for label, path in paths.items()
+    }
+    latency: dict[str, dict[str, dict[str, float]]] = {label: {} for label in paths}
     with steps(len(recipe.export.batch_sizes), "latency", enabled=progress) as done:
         for batch in recipe.export.batch_sizes:
             feed = {"input": _batch_of(val_inputs, batch)}
@@ -265,11 +291,7 @@ def measure_onnx(
             for label, s in stats.items():
                 latency[label][str(batch)] = s.as_dict()
             done.advance(f"batch {batch}")
-    sizes = {label: path.stat().st_size for label, path in paths.items()}
-    gz = {}
-    if recipe.method in ("unstructured", "nm"):
-        gz = {label: len(gzip.compress(path.read_bytes(), 6)) for label, path in paths.items()}
-    return OnnxMeasure(parity=diffs, onnx_bytes=sizes, latency=latency, gzip_bytes=gz)
+    return latency
 
 
 def _batch_of(rows: np.ndarray, batch: int) -> np.ndarray:
@@ -297,10 +319,21 @@ def run(
     with staged_pair(out) as staging:
         say("exporting to ONNX; measuring parity and latency")
         onnx = measure_onnx({"dense": prep.model, "pruned": pruned_model}, prep.example,
-                            prep.baseline.inputs, staging, recipe, progress)  # fmt: skip
-        manifests = _write_both(staging, prep, pruned, pruned_model, onnx)
-    say(f"wrote {out / 'dense'} and {out / 'pruned'}")
-    return manifests
+                            prep.baseline.inputs, staging, recipe, progress,
+                            calibration=_calibration_feeds(recipe, prep.data))  # fmt: skip
+        manifests = _write_all(staging, prep, pruned, pruned_model, onnx)
+    say(f"wrote {', '.join(str(out / m['kind']) for m in manifests)}")
+    return manifests[0], manifests[1]
+
+
+def _calibration_feeds(recipe: Recipe, data: dict[str, DataLoader]) -> list[dict[str, np.ndarray]]:
+    """The first ``quantize.calibration`` training batches, in order (static int8 only)."""
+    import itertools
+
+    if recipe.quantize is None or recipe.quantize.mode != "static":
+        return []
+    batches = itertools.islice(iter(_in_order(data["train"])), recipe.quantize.calibration)
+    return [{"input": x.numpy().astype(np.float32)} for x, _ in batches]
 
 
 def _run_transformer(
@@ -312,9 +345,10 @@ def _run_transformer(
     return run_transformer(recipe, out, progress=progress)
 
 
-def _write_both(
+def _write_all(
     staging: Path, prep: Prepared, pruned: Evaluation, pruned_model: nn.Module, onnx: OnnxMeasure
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> list[dict[str, Any]]:
+    """Write dense/, pruned/ and (when the recipe quantizes) quantized/ into ``staging``."""
     from pruneguard.pruning.manifest import dense_manifest, pruned_manifest, reference_frame
     from pruneguard.registry.artifact import sha256_file, write_artifact
 
@@ -330,4 +364,45 @@ def _write_both(
         staging / "dense", dense_manifest(prep, onnx), writer("dense", prep.baseline)
     )
     pm = pruned_manifest(prep, pruned, pruned_model, onnx, parent)
-    return dense, write_artifact(staging / "pruned", pm, writer("pruned", pruned))
+    written = [dense, write_artifact(staging / "pruned", pm, writer("pruned", pruned))]
+    if onnx.quantization is not None:
+        int8 = _evaluate_int8(staging, prep, pruned)
+        qm = _quantized_manifest(staging, prep, pm, int8, onnx)
+        written.append(write_artifact(staging / "quantized", qm, writer("quantized", int8)))
+    return written
+
+
+def _evaluate_int8(staging: Path, prep: Prepared, pruned: Evaluation) -> Evaluation:
+    """The int8 graph on the validation set, by the same code as the torch models."""
+    from pruneguard.pruning.finetune import predict
+    from pruneguard.pruning.quantize import OnnxModule
+
+    graph = OnnxModule(staging / "quantized.onnx", prep.recipe.export.ort_threads)
+    inputs, labels, predictions = predict(graph, prep.data["val"])  # type: ignore[arg-type]
+    accuracy = float((labels == predictions).mean()) if len(labels) else 0.0
+    return Evaluation(accuracy, pruned.params, pruned.macs, inputs, labels, predictions)
+
+
+def _quantized_manifest(
+    staging: Path, prep: Prepared, pm: dict[str, Any], int8: Evaluation, onnx: OnnxMeasure
+) -> dict[str, Any]:
+    from pruneguard.pruning.manifest import quantized_manifest
+    from pruneguard.pruning.quantize import onnx_outputs, parent_parity
+    from pruneguard.registry.artifact import sha256_file
+
+    assert onnx.quantization is not None
+    rows = prep.baseline.inputs.astype(np.float32)
+    threads = prep.recipe.export.ort_threads
+    outputs = {side: onnx_outputs(staging / f"{side}.onnx", {"input": rows}, threads)
+               for side in ("pruned", "quantized")}  # fmt: skip
+    quality = {
+        "accuracy": int8.accuracy,
+        "agreement_with_baseline": float((int8.predictions == prep.baseline.predictions).mean()),
+        "validation_rows": len(int8.labels),
+    }
+    return quantized_manifest(
+        pm, {"sha256": sha256_file(staging / "pruned.onnx"), "tag": None}, recipe=prep.recipe,
+        quality=quality, latency=onnx.latency, onnx_bytes=onnx.onnx_bytes["quantized"],
+        parity=parent_parity(pm, outputs["quantized"], outputs["pruned"]),
+        quantization=onnx.quantization,
+    )  # fmt: skip

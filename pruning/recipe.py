@@ -28,6 +28,7 @@ __all__ = [
     "Export",
     "Finetune",
     "ModelSpec",
+    "Quantize",
     "Recipe",
     "Schedule",
     "Stage",
@@ -158,6 +159,27 @@ class Accept:
     min_speedup: float | None = None
 
 
+QUANTIZE_MODES = ("static", "dynamic")
+
+
+@dataclass(frozen=True)
+class Quantize:
+    """The recipe's ``quantize:`` section: a third, int8 artifact made from the pruned one with
+    ONNX Runtime's quantization tools (``pruning/quantize.py``)."""
+
+    mode: str  # static: QDQ with calibration batches (CNNs); dynamic: transformers
+    per_channel: bool = True
+    calibration: int = 16  # batches of the recipe's training data (static only)
+    # int8 must answer as its fp32 parent does: the mean similarity of their outputs on the
+    # held-out rows (1 - total variation of the class probabilities, or the embeddings'
+    # cosine; registry.tasks) must be at least this, or the version is not a candidate
+    min_similarity: float = 0.98
+    reduce_range: bool | None = None  # None: ONNX Runtime's advice (7-bit weights without VNNI)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 @dataclass(frozen=True)
 class Export:
     opset: int = 18
@@ -196,6 +218,7 @@ class Recipe:
     finetune: Finetune = Finetune()
     accept: Accept | None = None
     export: Export = Export()
+    quantize: Quantize | None = None
     round_to: int | None = None
     seed: int = 0
     source: str | None = None  # the file it came from (for messages and relative paths)
@@ -230,14 +253,18 @@ class Recipe:
     def with_seed(self, seed: int) -> Recipe:
         return replace(self, seed=seed)
 
-    def acceptance(self, metrics: Mapping[str, Any]) -> dict[str, Any]:
-        """The gate's verdict on a pruned version's ``metrics`` under this recipe's budget."""
-        from pruneguard.pruning.gate import decide
+    def acceptance(self, metrics: Mapping[str, Any], *, quantized: bool = False) -> dict[str, Any]:
+        """The gate's verdict on a pruned (or, ``quantized``, the int8) version's ``metrics``
+        under this recipe's budget."""
+        from pruneguard.pruning.gate import decide, decide_quantized
 
         a = self.accept or Accept()
-        return decide(
-            metrics, max_accuracy_drop=a.max_accuracy_drop, min_speedup=a.min_speedup
-        ).as_dict()
+        budget = {"max_accuracy_drop": a.max_accuracy_drop, "min_speedup": a.min_speedup}
+        if quantized and self.quantize is not None:
+            return decide_quantized(
+                metrics, min_similarity=self.quantize.min_similarity, **budget
+            ).as_dict()
+        return decide(metrics, **budget).as_dict()
 
     def pruning_section(self) -> dict[str, Any]:
         """The manifest's ``pruning`` block: what was done, in the recipe's own words."""
@@ -316,6 +343,7 @@ def parse_recipe(data: Any, *, source: str | None = None, base_dir: Path | None 
         finetune=_finetune(top.get("finetune")),
         accept=_accept(top.get("accept")),
         export=_export(top.get("export")),
+        quantize=_quantize(top.get("quantize")),
         round_to=_int(top, "round_to", "", lo=1, default=None),
         seed=_int(top, "seed", "", lo=0, default=0),
         source=source,
@@ -328,7 +356,7 @@ def parse_recipe(data: Any, *, source: str | None = None, base_dir: Path | None 
 
 ALLOWED_TOP = (
     "name", "task", "model", "data", "train", "method", "criterion", "scope", "target",
-    "schedule", "finetune", "accept", "export", "round_to", "seed", "embedding",
+    "schedule", "finetune", "accept", "export", "quantize", "round_to", "seed", "embedding",
 )  # fmt: skip
 
 
@@ -676,7 +704,51 @@ def _export(raw: Any) -> Export:
     )
 
 
+def _quantize(raw: Any) -> Quantize | None:
+    if raw is None:
+        return None
+    example = "quantize: {mode: static, per_channel: true, calibration: 16}"
+    q = _mapping(raw, "quantize", example=example)
+    _keys(q, ("mode", "per_channel", "calibration", "min_similarity", "reduce_range"), "quantize")
+    mode = _choice(q, "mode", QUANTIZE_MODES, "quantize", required=True,
+                   why="(static: calibrated QDQ, for CNNs; dynamic: for transformers)")  # fmt: skip
+    flags = {}
+    for key in ("per_channel", "reduce_range"):
+        if key in q and not isinstance(q[key], bool):
+            raise ConfigError(f"quantize.{key}={q[key]!r}: must be true or false")
+        flags[key] = q.get(key)
+    if mode == "dynamic" and "calibration" in q:
+        raise ConfigError(
+            "quantize.calibration: dynamic quantization computes activation ranges at run "
+            "time and needs no calibration; remove it or use mode: static"
+        )
+    similarity = _number(q.get("min_similarity", 0.98), "quantize.min_similarity")
+    if not 0 < similarity <= 1:
+        raise ConfigError(
+            f"quantize.min_similarity={similarity}: must be > 0 and <= 1 (0.98: int8 answers "
+            "as its fp32 parent does to within 2%)"
+        )
+    return Quantize(
+        mode=mode,
+        per_channel=True if flags["per_channel"] is None else flags["per_channel"],
+        calibration=_int(q, "calibration", "quantize", lo=1, hi=1024, default=16),
+        min_similarity=similarity,
+        reduce_range=flags["reduce_range"],
+    )
+
+
 def _cross_checks(recipe: Recipe) -> None:
+    q = recipe.quantize
+    if q is not None and q.mode == "static" and recipe.is_text:
+        raise ConfigError(
+            "quantize.mode=static: a text model is quantized with mode: dynamic (ONNX Runtime's "
+            "transformer optimizer, then int8 weights); static QDQ is for CNNs"
+        )
+    if q is not None and q.mode == "dynamic" and not recipe.is_text:
+        raise ConfigError(
+            "quantize.mode=dynamic: a tensor model (CNN) is quantized with mode: static "
+            "(calibrated QDQ; dynamic int8 leaves convolutions in float); dynamic is for text models"
+        )
     if recipe.round_to is not None and recipe.method != "channel":
         raise ConfigError(
             f"round_to={recipe.round_to}: only method channel rounds channel counts; remove it"

@@ -1,7 +1,8 @@
-"""Writing a run's two artifacts so that ``OUT`` holds both or neither.
+"""Writing a run's artifacts so that ``OUT`` holds all of them or none.
 
-Both are built in a staging folder next to ``OUT`` and renamed into place together; if the
-second rename fails, the first is undone. Every pipeline writes through :func:`staged_pair`.
+``dense/`` and ``pruned/`` (and ``quantized/`` when the recipe quantizes) are built in a
+staging folder next to ``OUT`` and renamed into place together; if a rename fails, the ones
+before it are undone. Every pipeline writes through :func:`staged_pair`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pruneguard.registry.errors import ConfigError
 
 __all__ = ["check_out", "staged_pair"]
 
-SIDES = ("dense", "pruned")
+SIDES = ("dense", "pruned", "quantized")  # quantized: only when the recipe asks
 
 
 def check_out(out: Path) -> None:
@@ -33,8 +34,8 @@ def check_out(out: Path) -> None:
 
 @contextlib.contextmanager
 def staged_pair(out: Path) -> Iterator[Path]:
-    """A staging folder to write ``dense/`` and ``pruned/`` into; both move into ``out`` when
-    the block ends without error, and the staging folder is removed either way."""
+    """A staging folder to write ``dense/``, ``pruned/`` (and ``quantized/``) into; they move
+    into ``out`` when the block ends without error, and the staging folder is removed either way."""
     parent = out.resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=parent))
@@ -49,11 +50,16 @@ def _move_into(staging: Path, out: Path) -> None:
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     check_out(out)
-    os.rename(staging / "dense", out / "dense")
+    moved: list[str] = []
     try:
-        os.rename(staging / "pruned", out / "pruned")
+        for side in SIDES:
+            if side == "quantized" and not (staging / side).exists():
+                continue
+            os.rename(staging / side, out / side)
+            moved.append(side)
     except BaseException:
-        os.rename(out / "dense", staging / "dense")
+        for side in reversed(moved):
+            os.rename(out / side, staging / side)
         if created:
             out.rmdir()
         raise

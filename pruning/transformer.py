@@ -379,6 +379,13 @@ def _write(
             export_encoder(side.model, paths[label], opset=recipe.export.opset,
                            output_name=adapter.output_name)  # fmt: skip
             diffs[label] = parity(side.model, paths[label], sample)
+        record = None
+        if recipe.quantize is not None:
+            from pruneguard.pruning.quantize import quantize_onnx
+
+            say(f"int8: ONNX Runtime {recipe.quantize.mode} quantization of the pruned graph")
+            paths["quantized"] = staging / "quantized.onnx"
+            record = quantize_onnx(paths["pruned"], paths["quantized"], recipe.quantize)
         lat = measure_latency(
             paths, batch_sizes=recipe.export.batch_sizes, seq_len=opts.seq_len,
             blocks=recipe.export.latency_blocks, runs=recipe.export.latency_runs,
@@ -389,8 +396,36 @@ def _write(
         manifests = _artifacts(
             recipe, staging, dense, pruned, report, diffs, lat, parent, adapter, opts
         )
-    say(f"wrote {out / 'dense'} and {out / 'pruned'}")
+        if record is not None:
+            _write_int8(recipe, staging, dense, manifests[1], adapter, lat, record)
+    say(f"wrote {', '.join(str(out / side) for side in paths)}")
     return manifests
+
+
+def _write_int8(
+    recipe: Recipe, staging: Path, dense: _Side, pm: dict[str, Any], adapter: TextAdapter,
+    lat: dict[str, Any], record: dict[str, Any],
+) -> dict[str, Any]:  # fmt: skip
+    """The int8 artifact: its graph evaluated by the adapter as the torch models were, its
+    outputs compared with the fp32 parent graph's on the same held-out texts."""
+    from pruneguard.pruning.manifest import quantized_manifest
+    from pruneguard.pruning.quantize import OnnxModule, parent_parity
+    from pruneguard.registry.artifact import sha256_file, write_artifact
+
+    threads = recipe.export.ort_threads
+    int8, fp32 = (adapter.evaluate(OnnxModule(staging / f"{side}.onnx", threads))  # type: ignore[arg-type]
+                  for side in ("quantized", "pruned"))  # fmt: skip
+    quality = {
+        "accuracy": int8.accuracy,
+        **adapter.metrics(int8, dense.evaluation),
+        "agreement_with_baseline": float((int8.predictions == dense.evaluation.predictions).mean()),
+    }
+    qm = quantized_manifest(
+        pm, {"sha256": sha256_file(staging / "pruned.onnx"), "tag": None}, recipe=recipe,
+        quality=quality, latency=lat, onnx_bytes=(staging / "quantized.onnx").stat().st_size,
+        parity=parent_parity(pm, int8.outputs, fp32.outputs), quantization=record,
+    )  # fmt: skip
+    return write_artifact(staging / "quantized", qm, _files(staging, "quantized", int8, adapter))
 
 
 def _artifacts(
@@ -399,7 +434,6 @@ def _artifacts(
     opts: EmbeddingOptions,
 ) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
     from pruneguard.pruning.manifest import build_manifest, latency_metrics
-    from pruneguard.pruning.text import save_tokenizer
     from pruneguard.registry.artifact import write_artifact
 
     def metrics(side: _Side, label: str) -> dict[str, Any]:
@@ -425,14 +459,6 @@ def _artifacts(
             "baseline_kv_bytes_per_token": dense.memory["kv_bytes_per_token"],
         }  # fmt: skip
 
-    def writer(label: str, side: _Side) -> Callable[[Path], None]:
-        def write_files(tmp: Path) -> None:
-            shutil.copyfile(staging / f"{label}.onnx", tmp / "model.onnx")
-            adapter.reference(side.evaluation).to_parquet(tmp / "reference.parquet", index=False)
-            save_tokenizer(adapter.tokenizer, tmp)
-
-        return write_files
-
     notes = [adapter.note] + ([GRADIENT_NOTE] if "gradient" in str(recipe.criterion) else [])
     model_name = recipe.model.builtin or (recipe.model.hf and recipe.model.hf.name)
     source = {"model": model_name, "transformers": _version("transformers")}
@@ -456,9 +482,25 @@ def _artifacts(
     pm = build_manifest(name=recipe.name, kind="pruned", parent=parent, pruning=pruning,
                         metrics=pruned_metrics, io=io, notes=notes, source=source)  # fmt: skip
     return (
-        write_artifact(staging / "dense", dm, writer("dense", dense)),
-        write_artifact(staging / "pruned", pm, writer("pruned", pruned)),
+        write_artifact(staging / "dense", dm, _files(staging, "dense", dense.evaluation, adapter)),
+        write_artifact(
+            staging / "pruned", pm, _files(staging, "pruned", pruned.evaluation, adapter)
+        ),
     )
+
+
+def _files(
+    staging: Path, label: str, evaluation: TextEval, adapter: TextAdapter
+) -> Callable[[Path], None]:
+    """What goes into an artifact beside its manifest: the graph, the reference, the tokenizer."""
+    from pruneguard.pruning.text import save_tokenizer
+
+    def write_files(tmp: Path) -> None:
+        shutil.copyfile(staging / f"{label}.onnx", tmp / "model.onnx")
+        adapter.reference(evaluation).to_parquet(tmp / "reference.parquet", index=False)
+        save_tokenizer(adapter.tokenizer, tmp)
+
+    return write_files
 
 
 def _io(dense: _Side, adapter: TextAdapter, opts: EmbeddingOptions) -> dict[str, Any]:

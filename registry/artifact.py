@@ -71,7 +71,7 @@ REQUIRED_METRICS = frozenset(
         "agreement_with_baseline",
     }
 )
-KINDS = ("dense", "pruned")
+KINDS = ("dense", "pruned", "quantized")  # quantized: int8 made from a pruned parent
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:

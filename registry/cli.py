@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from pruneguard.registry.artifact import KINDS
 from pruneguard.registry.errors import PruneguardError
 
 if TYPE_CHECKING:
@@ -219,7 +220,7 @@ def _emit(as_json: bool, data: Any, text: Callable[[], str]) -> None:
 @models.command("list")
 @db_options
 @click.argument("name", required=False)
-@click.option("--kind", type=click.Choice(["dense", "pruned"]), help="Only this kind.")
+@click.option("--kind", type=click.Choice(KINDS), help="Only this kind.")
 @click.option(
     "--label",
     "label_filters",

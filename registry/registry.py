@@ -108,29 +108,37 @@ class Registry:
         set_aliases: bool = True,
         aliases: Mapping[str, str] | None = None,
         reason: str = "first prune run registered",
-    ) -> tuple[Version, Version]:
-        """Register a prune run: dense, then pruned with dense as its parent.
+        quantized_dir: str | os.PathLike[str] | None = None,
+    ) -> tuple[Version, ...]:
+        """Register a prune run: dense, then pruned with dense as its parent, then (when given)
+        the int8 ``quantized`` version with pruned as its parent. Returns them in that order.
 
         For the first pruned version of a model (no champion yet) the aliases are set from
-        ``aliases`` (alias -> "dense" | "pruned"; default champion=pruned, shadow=baseline=dense),
-        with ``reason`` in their events.
+        ``aliases`` (alias -> "dense" | "pruned" | "quantized"; default champion=pruned,
+        shadow=baseline=dense), with ``reason`` in their events.
         """
+        dirs = {"dense": dense_dir, "pruned": pruned_dir}
+        if quantized_dir is not None:
+            dirs["quantized"] = quantized_dir
         plan = {
-            validate_alias(a): _run_kind(k) for a, k in (aliases or DEFAULT_RUN_ALIASES).items()
+            validate_alias(a): _run_kind(k, dirs)
+            for a, k in (aliases or DEFAULT_RUN_ALIASES).items()
         }
-        names = (read_manifest(dense_dir)["name"], read_manifest(pruned_dir)["name"])
-        if names[0] != names[1]:
+        names = {kind: read_manifest(d)["name"] for kind, d in dirs.items()}
+        if len(set(names.values())) != 1:
             raise ConfigError(
-                f"dense artifact is model {names[0]!r} but pruned is {names[1]!r}; "
-                "a prune run must write both under the recipe's name"
+                f"the run's artifacts name different models ({names}); a prune run must write "
+                "them all under the recipe's name"
             )
-        dense = self.register(dense_dir, actor=actor)
-        pruned = self.register(pruned_dir, actor=actor, parent_tag=dense.tag)
+        by_kind: dict[str, str] = {}
+        parent = None
+        for kind, folder in dirs.items():
+            by_kind[kind] = self.register(folder, actor=actor, parent_tag=parent).tag
+            parent = by_kind[kind]
         if set_aliases:
-            by_kind = {"dense": dense.tag, "pruned": pruned.tag}
             moves = {alias: by_kind[kind] for alias, kind in plan.items()}
-            self._first_aliases(pruned.name, moves, actor=actor, reason=reason)
-        return self.get(dense.tag), self.get(pruned.tag)
+            self._first_aliases(names["dense"], moves, actor=actor, reason=reason)
+        return tuple(self.get(tag) for tag in by_kind.values())
 
     def record(
         self,
@@ -561,7 +569,7 @@ def _labels(
     return labels
 
 
-def _run_kind(kind: str) -> str:
-    if kind not in ("dense", "pruned"):
-        raise ConfigError(f"alias plan value {kind!r} is not 'dense' or 'pruned'")
+def _run_kind(kind: str, dirs: Mapping[str, Any]) -> str:
+    if kind not in dirs:
+        raise ConfigError(f"alias plan value {kind!r} is not one of the run's {', '.join(dirs)}")
     return kind

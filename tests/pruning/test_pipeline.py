@@ -177,7 +177,7 @@ def test_register_puts_both_versions_in_the_registry(
 
     acceptance = verify(digits_run["out"] / "pruned")["pruning"]["acceptance"]
     assert acceptance["passed"] and acceptance["budget"] == "recipe"
-    block = _register(digits_run["out"], acceptance, "auto")
+    block = _register(digits_run["out"], "auto")
     assert block["promoted"] and block["pruned"]["aliases"] == ["champion"]
     registry = open_registry()
     try:

@@ -75,6 +75,31 @@ def test_register_run_links_lineage_and_sets_first_aliases(registry, base_artifa
     assert (back.from_version, back.to_version) == (pruned.tag, dense.tag)
 
 
+def test_a_run_with_int8_registers_dense_pruned_quantized_as_one_chain(
+    registry, base_artifacts, variant
+) -> None:
+    quantized = variant(5, kind="pruned")
+    manifest = json.loads((quantized / "manifest.json").read_text())
+    manifest["kind"] = "quantized"
+    (quantized / "manifest.json").write_text(json.dumps(manifest))
+    dense, pruned, int8 = registry.register_run(
+        base_artifacts["dense"], base_artifacts["pruned"], actor="prune",
+        quantized_dir=quantized,
+        aliases={"champion": "quantized", "shadow": "dense", "baseline": "dense"},
+    )  # fmt: skip
+    assert (int8.kind, int8.parent_tag, pruned.parent_tag) == ("quantized", pruned.tag, dense.tag)
+    assert registry.aliases(MODEL) == {
+        "champion": int8.tag, "shadow": dense.tag, "baseline": dense.tag,
+    }  # fmt: skip
+    chain = registry.lineage(int8.tag)
+    assert [(link["kind"], link["parent"]) for link in chain] == [
+        ("dense", None), ("pruned", dense.tag), ("quantized", pruned.tag),
+    ]  # fmt: skip
+    assert [v.tag for v in registry.list(MODEL, kind="quantized")] == [int8.tag]
+    back = registry.rollback(MODEL, actor="agent:test", reason="int8 answers drifted")
+    assert (back.from_version, back.to_version) == (int8.tag, dense.tag)
+
+
 def test_a_second_run_does_not_move_aliases_and_aliases_are_configurable(
     registry, base_artifacts, variant
 ) -> None:
@@ -356,9 +381,11 @@ def test_register_run_refuses_mismatched_names_before_registering(
 ) -> None:
     registry.register(variant(1, name="keep"), actor="t")
     before = state(registry)
-    with pytest.raises(ConfigError, match="'digits' but pruned is 'other'"):
+    with pytest.raises(
+        ConfigError, match=r"name different models .*'dense': 'digits', 'pruned': 'other'"
+    ):
         registry.register_run(base_artifacts["dense"], variant(2, name="other"), actor="t")
-    with pytest.raises(ConfigError, match="'bogus' is not 'dense' or 'pruned'"):
+    with pytest.raises(ConfigError, match="'bogus' is not one of the run's dense, pruned"):
         registry.register_run(
             base_artifacts["dense"],
             base_artifacts["pruned"],
