@@ -9,11 +9,16 @@ decision table is in docs/pruning.md; in short:
   the model faster, because it makes the tensors smaller. Unstructured and 2:4 zeros are
   multiplied like any other number there: they only shrink the compressed file. 2:4 gains
   speed only on sparse kernels (NVIDIA Ampere+ sparse tensor cores via TensorRT/cuSPARSELt).
+- **int8** (:func:`int8_plan`). ONNX Runtime's int8 kernels pay most on CPUs with VNNI
+  (int8 dot-product instructions); without it ORT advises 7-bit weights (``reduce_range``)
+  and gains less. Whatever the CPU, a measured figure beats the rule: once a run with a
+  ``quantize`` section is registered, its speed-up over the fp32 parent is quoted.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -26,6 +31,7 @@ __all__ = [
     "Advice",
     "advise",
     "advise_recipe",
+    "int8_plan",
 ]
 
 DEPLOY_TARGETS = ("cpu", "gpu-sparse")
@@ -231,3 +237,26 @@ def _merged(recipe: Recipe, plans: list[Advice]) -> Advice:
         tuple(reasons),
         tuple(warnings),
     )
+
+
+def int8_plan(
+    recipe: Recipe, cpu: Mapping[str, Any], measured: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Whether int8 is likely to help ``recipe`` on this CPU (``pruning.quantize.cpu_int8``),
+    with the measured figure of a registered int8 version of it when there is one."""
+    mode = "dynamic" if recipe.is_text else "static"
+    if cpu.get("vnni"):
+        why = (f"this CPU has int8 dot-product instructions ({', '.join(cpu['int8_flags'])}): "
+               "ONNX Runtime's int8 kernels are likely to help; measure it with "
+               f"quantize: {{mode: {mode}}}")  # fmt: skip
+    else:
+        why = str(cpu.get("advice"))
+    return {
+        "likely_to_help": bool(cpu.get("vnni")),
+        "mode": mode,
+        "recipe_quantizes": recipe.quantize is not None,
+        "reduce_range_advised": bool(cpu.get("reduce_range_advised")),
+        "cpu": cpu.get("cpu"),
+        "why": why,
+        "measured": dict(measured) if measured is not None else None,
+    }

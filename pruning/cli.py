@@ -308,12 +308,56 @@ def plan_cmd(recipe: str, deploy_target: str, as_json: bool) -> None:
     Example:
       pruneguard prune plan digits-cnn-unstructured --deploy-target cpu
     """
-    from pruneguard.pruning.advice import advise_recipe
+    from pruneguard.pruning.advice import advise_recipe, int8_plan
+    from pruneguard.pruning.quantize import cpu_int8
     from pruneguard.pruning.recipe import load_recipe
 
     with _one_line_errors():
-        advice = advise_recipe(load_recipe(recipe), deploy_target)
-    click.echo(json.dumps(advice.as_dict(), indent=2) if as_json else advice.text())
+        parsed = load_recipe(recipe)
+        advice = advise_recipe(parsed, deploy_target)
+        int8 = int8_plan(parsed, cpu_int8(), _measured_int8(parsed.name))
+    if as_json:
+        click.echo(json.dumps({**advice.as_dict(), "int8": int8}, indent=2))
+        return
+    click.echo(advice.text())
+    click.echo(
+        f"int8: {'likely to help' if int8['likely_to_help'] else 'unlikely to help'}: {int8['why']}"
+    )
+    m = int8["measured"]
+    if m is not None:
+        over = ", ".join(f"{v:.2f}x @ batch {k}" for k, v in m["speedup_over_parent"].items())
+        verdict = "accepted" if m["accepted"] else "refused"
+        click.echo(
+            f"  measured: {m['tag']} ({verdict}): {over} over its fp32 parent, on {m['cpu']}"
+        )
+
+
+def _measured_int8(name: str) -> dict[str, Any] | None:
+    """The newest registered int8 version of ``name``: its speed-up over its fp32 parent.
+    None when there is none, or no registry yet (plan creates nothing)."""
+    from pruneguard.registry import open_registry
+    from pruneguard.registry.settings import resolve_settings
+
+    url = resolve_settings().db_url
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return None
+    try:
+        with open_registry() as registry:
+            found = registry.list(name, kind="quantized")
+    except PruneguardError:
+        return None
+    if not found:
+        return None
+    newest = found[-1].manifest
+    machine = newest["pruning"]["quantization"].get("machine", {})
+    return {
+        "tag": found[-1].tag,
+        "speedup_over_parent": newest["metrics"]["speedup_over_parent"],
+        "speedup": newest["metrics"]["speedup"],
+        "accepted": newest["pruning"]["acceptance"]["passed"],
+        "cpu": machine.get("cpu"),
+        "vnni": machine.get("vnni"),
+    }
 
 
 @prune.command("sweep")

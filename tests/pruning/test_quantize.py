@@ -186,7 +186,7 @@ def int8_run(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> dict
     args = [str(recipe), "--out", str(tmp / "out"), "--json", "--register", "--quiet"]
     result = CliRunner(env=env).invoke(prune, args)
     assert result.exit_code == 0, result.output  # the pruned version passed; int8 did not
-    return {"out": tmp / "out", "home": home, "env": env, "stderr": result.stderr,
+    return {"out": tmp / "out", "home": home, "env": env, "stderr": result.stderr, "recipe": recipe,
             "json": json.loads(result.stdout)}  # fmt: skip
 
 
@@ -336,3 +336,39 @@ def test_static_int8_for_a_text_model_is_refused_with_the_mode_it_needs(tmp_path
         ConfigError, match="a tensor model \\(CNN\\) is quantized with mode: static"
     ):
         parse_recipe({**BASE, "quantize": {"mode": "dynamic"}})
+
+
+@pytest.mark.slow
+def test_plan_says_whether_int8_helps_here_and_quotes_the_measured_run(
+    int8_run: dict[str, Any], tmp_path: Path
+) -> None:
+    runner = CliRunner(env=int8_run["env"])
+    shown = runner.invoke(prune, ["plan", str(int8_run["recipe"]), "--json"])
+    assert shown.exit_code == 0, shown.output
+    int8 = json.loads(shown.stdout)["int8"]
+    assert int8["likely_to_help"] == cpu_int8()["vnni"] and int8["mode"] == "static"
+    assert int8["recipe_quantizes"] is True
+    measured = int8["measured"]
+    assert measured["tag"] == int8_run["json"]["registration"]["quantized"]["tag"]
+    assert (
+        measured["speedup_over_parent"]
+        == int8_run["json"]["quantized"]["metrics"]["speedup_over_parent"]
+    )
+    assert measured["accepted"] is False
+    text = runner.invoke(prune, ["plan", str(int8_run["recipe"])]).stdout
+    assert "int8: " in text and f"measured: {measured['tag']} (refused)" in text
+
+    empty = tmp_path / "nowhere"
+    fresh = CliRunner(env={"PRUNEGUARD_HOME": str(empty), "PRUNEGUARD_DB_URL": None})
+    plan = json.loads(fresh.invoke(prune, ["plan", str(int8_run["recipe"]), "--json"]).stdout)
+    assert plan["int8"]["measured"] is None and not empty.exists()  # plan creates nothing
+
+
+def test_int8_advice_without_vnni_names_reduce_range() -> None:
+    from pruneguard.pruning.advice import int8_plan
+
+    recipe = parse_recipe({**BASE, "quantize": {"mode": "static"}})
+    plan = int8_plan(recipe, {"vnni": False, "reduce_range_advised": True,
+                              "advice": "no VNNI on this CPU: ... reduce_range ...", "cpu": "x"})  # fmt: skip
+    assert plan["likely_to_help"] is False and plan["reduce_range_advised"] is True
+    assert "reduce_range" in plan["why"] and plan["measured"] is None
