@@ -14,6 +14,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from safetensors.torch import save_file
+from tiny_recipes import DIGITS_TINY
 
 from pruneguard.pruning.cli import prune
 from pruneguard.pruning.latency import make_session
@@ -24,21 +25,7 @@ from pruneguard.registry.artifact import sha256_file, verify
 
 GOLDEN = json.loads((Path(__file__).parent / "golden_manifest_keys.json").read_text())
 
-TINY = """
-name: digits-tiny
-model: {builtin: digits-cnn, options: {width: 8}}
-data: {builtin: digits}
-train: {epochs: 3, lr: 0.01}
-method: channel
-criterion: taylor
-target: {macs_reduction: 0.5}
-schedule: {kind: iterative, steps: 2}
-finetune: {epochs: 1, lr: 0.005, distill: true, recovery_epochs: 1}
-accept: {max_accuracy_drop: 0.5, min_speedup: 0.1}
-export: {batch_sizes: [1, 4], latency_blocks: 2, latency_runs: 3, ort_threads: 2}
-"""
-# (a width-8 CNN timed on 6 runs: its speed-up is noise, so the budget is loose; the gate has
-# its own tests in test_gate.py)
+TINY = DIGITS_TINY
 
 
 @pytest.fixture(autouse=True, scope="module")

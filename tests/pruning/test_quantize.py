@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
+from tiny_recipes import DIGITS_TINY
 
 from pruneguard.pruning.cli import prune
 from pruneguard.pruning.gate import decide_quantized
@@ -38,20 +39,9 @@ BASE = {
 
 # min_similarity 1.0: no int8 graph answers exactly as its fp32 parent, so this run's int8
 # version breaks its budget whatever the machine (its speed against the parent is measured too)
-TINY = """
-name: digits-int8
-model: {builtin: digits-cnn, options: {width: 8}}
-data: {builtin: digits}
-train: {epochs: 3, lr: 0.01}
-method: channel
-criterion: taylor
-target: {macs_reduction: 0.5}
-schedule: {kind: iterative, steps: 2}
-finetune: {epochs: 1, lr: 0.005, distill: true, recovery_epochs: 1}
-accept: {max_accuracy_drop: 0.5, min_speedup: 0.1}
-export: {batch_sizes: [1, 4], latency_blocks: 2, latency_runs: 3, ort_threads: 1}
-quantize: {mode: static, calibration: 4, min_similarity: 1.0}
-"""
+TINY = DIGITS_TINY.replace("name: digits-tiny", "name: digits-int8") + (
+    "quantize: {mode: static, calibration: 4, min_similarity: 1.0}\n"
+)
 
 
 @pytest.mark.parametrize(
