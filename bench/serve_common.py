@@ -106,9 +106,16 @@ class Workspace:
 
 
 @contextlib.contextmanager
-def workspace(model: str = "digits", artifacts: Path | None = None) -> Iterator[Workspace]:
+def workspace(
+    model: str = "digits",
+    artifacts: Path | None = None,
+    *,
+    recipe: str = TEXT_RECIPE,
+    champion_kind: str = "pruned",
+) -> Iterator[Workspace]:
     """A temp PRUNEGUARD_HOME with a pruned champion and a dense shadow of ``model``:
-    digits (seeds 1 and 2) or text (minilm-fast, cached in ``artifacts``)."""
+    digits (seeds 1 and 2) or text (``recipe``, cached in ``artifacts``; ``champion_kind``
+    quantized serves the run's int8 version)."""
     with tempfile.TemporaryDirectory(prefix="pruneguard-bench-") as tmp:
         home = Path(tmp) / "home"
         os.environ["PRUNEGUARD_HOME"] = str(home)
@@ -117,7 +124,8 @@ def workspace(model: str = "digits", artifacts: Path | None = None) -> Iterator[
         from pruneguard.registry import open_registry
 
         if model == "text":
-            dense, pruned = text_artifacts(artifacts or Path(tmp) / "artifacts")
+            dense, pruned = text_artifacts(artifacts or Path(tmp) / "artifacts", recipe,
+                                           champion_kind)  # fmt: skip
         else:
             from artifact_factory import make_artifact
 
@@ -136,18 +144,25 @@ def workspace(model: str = "digits", artifacts: Path | None = None) -> Iterator[
             registry.close()
 
 
-def text_artifacts(cache: Path) -> tuple[Path, Path]:
-    """(dense, pruned) minilm-fast artifacts in ``cache``, pruned there first if absent."""
-    dense, pruned = cache / "dense", cache / "pruned"
-    if not (pruned / "manifest.json").is_file():
+def text_artifacts(
+    cache: Path, recipe: str = TEXT_RECIPE, champion_kind: str = "pruned"
+) -> tuple[Path, Path]:
+    """(dense, pruned or quantized) artifacts of ``recipe`` in ``cache``, run there first if
+    absent."""
+    dense, champion = cache / "dense", cache / champion_kind
+    if not (champion / "manifest.json").is_file():
         from pruneguard.pruning.pipeline import run
         from pruneguard.pruning.recipe import load_recipe
 
-        log("serve_common", f"pruning {TEXT_RECIPE} into {cache} (a few minutes, once)")
+        if (cache / "pruned").exists():
+            raise SystemExit(
+                f"{cache} holds a run without {champion_kind}/: pass another --artifacts"
+            )
+        log("serve_common", f"pruning {recipe} into {cache} (a few minutes, once)")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         with contextlib.redirect_stdout(sys.stderr):  # the ONNX exporter prints on stdout
-            run(load_recipe(TEXT_RECIPE), cache)
-    return dense, pruned
+            run(load_recipe(recipe), cache)
+    return dense, champion
 
 
 def request_texts(artifact: Path, count: int = 16) -> list[str]:

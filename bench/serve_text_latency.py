@@ -1,8 +1,9 @@
 """Served text latency: /predict with texts in and embeddings out (tokenization included),
 a server whose champion is the dense MiniLM vs one whose champion is the pruned one.
 
-all-MiniLM-L6-v2 dense and pruned by the built-in recipe minilm-fast (cached in
-``--artifacts``). Two pruneguard servers on loopback, each with its own registry database
+all-MiniLM-L6-v2 dense and pruned by a built-in recipe (``--recipe``, default minilm-fast;
+cached in ``--artifacts``); ``--champion quantized`` serves the run's int8 version instead
+(``--recipe minilm-int8``). Two pruneguard servers on loopback, each with its own registry database
 (same model store) naming its champion, get closed-loop requests of 1 and 8 texts of 128
 tokens in alternating blocks (ABAB...), each block's first request per client dropped; each
 round starts a fresh pair. The shadow is off on both unless ``--shadow-sample``: this
@@ -116,6 +117,10 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=1)
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--shadow-sample", type=float, default=0.0)
+    ap.add_argument("--recipe", default=TEXT_RECIPE, help="the text recipe whose run is served")
+    ap.add_argument("--champion", choices=("pruned", "quantized"), default="pruned",
+                    help="which of the run's versions the pruned server answers with "
+                    "(quantized: the recipe must quantize, e.g. minilm-int8)")  # fmt: skip
     args = ap.parse_args()
     load_before = uptime()
     seen: dict[str, Any] = {
@@ -124,7 +129,7 @@ def main() -> None:
         "errors": dict.fromkeys(SERVERS, 0),
         "versions": {k: set() for k in SERVERS},
     }
-    with workspace("text", args.artifacts) as ws:
+    with workspace("text", args.artifacts, recipe=args.recipe, champion_kind=args.champion) as ws:
         pair = {
             "dense": ws.with_champion(ws.shadow, shadow=ws.champion, label="dense"),
             "pruned": ws.with_champion(ws.champion, shadow=ws.shadow, label="pruned"),
@@ -140,7 +145,11 @@ def main() -> None:
         json.dumps(
             {
                 "bench": NAME,
-                "recipe": TEXT_RECIPE,
+                "recipe": args.recipe,
+                "champion_kind": args.champion,
+                "champion_cosine_to_dense": json.loads(
+                    (pair["pruned"].champion_dir / "manifest.json").read_text()
+                )["metrics"].get("mean_cosine_to_dense"),
                 "champions": {k: pair[k].champion for k in SERVERS},
                 "tokens_per_text": {"min": min(tokens), "max": max(tokens)},
                 "rounds": args.rounds,

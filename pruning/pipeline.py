@@ -1,9 +1,10 @@
 """The pruning workflow of a recipe: dense baseline → prune on a schedule → finetune → accept
-check → ONNX export → parity and latency → ``OUT/dense`` and ``OUT/pruned`` artifacts.
+check → ONNX export → parity → int8 (when the recipe quantizes) → latency → ``OUT/dense``,
+``OUT/pruned`` (and ``OUT/quantized``) artifacts.
 
 The stages are separate functions (:func:`prepare`, :func:`prune_copy`, :func:`evaluate`,
 :func:`measure_onnx`) so ``sweep`` can reuse one trained dense model for many variants.
-Nothing appears in ``OUT`` until both artifacts are complete: they are built in a staging
+Nothing appears in ``OUT`` until every artifact is complete: they are built in a staging
 folder next to it and renamed into place together.
 """
 
@@ -35,6 +36,7 @@ __all__ = [
     "Evaluation",
     "OnnxMeasure",
     "Prepared",
+    "calibration_feeds",
     "evaluate",
     "measure_onnx",
     "prepare",
@@ -261,7 +263,7 @@ def measure_onnx(
         paths["quantized"] = folder / "quantized.onnx"
         record = quantize_onnx(paths["pruned"], paths["quantized"], recipe.quantize,
                                calibration=calibration)  # fmt: skip
-    latency = time_onnx(paths, val_inputs, recipe, progress)
+    latency = _time_onnx(paths, val_inputs, recipe, progress)
     sizes = {label: path.stat().st_size for label, path in paths.items()}
     gz = {}
     if recipe.method in ("unstructured", "nm"):
@@ -269,7 +271,7 @@ def measure_onnx(
     return OnnxMeasure(diffs, sizes, latency, gz, record)
 
 
-def time_onnx(
+def _time_onnx(
     paths: Mapping[str, Path], val_inputs: np.ndarray, recipe: Recipe, progress: bool = False
 ) -> dict[str, dict[str, dict[str, float]]]:
     """p50/p95/mean of each graph per batch size, timed side by side as served."""
@@ -302,7 +304,8 @@ def _batch_of(rows: np.ndarray, batch: int) -> np.ndarray:
 def run(
     recipe: Recipe, out_dir: str | os.PathLike[str], *, progress: bool = True
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run ``recipe`` end to end; write ``out_dir/dense`` and ``out_dir/pruned``; return both manifests.
+    """Run ``recipe`` end to end; write ``out_dir/dense`` and ``out_dir/pruned`` (and
+    ``out_dir/quantized``); return the dense and pruned manifests.
 
     Text recipes (an encoder: ``task: embedding``, ``model.hf``, labelled text data) go to
     :func:`pruning.transformer.run`.
@@ -320,13 +323,13 @@ def run(
         say("exporting to ONNX; measuring parity and latency")
         onnx = measure_onnx({"dense": prep.model, "pruned": pruned_model}, prep.example,
                             prep.baseline.inputs, staging, recipe, progress,
-                            calibration=_calibration_feeds(recipe, prep.data))  # fmt: skip
+                            calibration=calibration_feeds(recipe, prep.data))  # fmt: skip
         manifests = _write_all(staging, prep, pruned, pruned_model, onnx)
     say(f"wrote {', '.join(str(out / m['kind']) for m in manifests)}")
     return manifests[0], manifests[1]
 
 
-def _calibration_feeds(recipe: Recipe, data: dict[str, DataLoader]) -> list[dict[str, np.ndarray]]:
+def calibration_feeds(recipe: Recipe, data: dict[str, DataLoader]) -> list[dict[str, np.ndarray]]:
     """The first ``quantize.calibration`` training batches, in order (static int8 only)."""
     import itertools
 

@@ -3,9 +3,9 @@ classifiers (a ``model: {hf: PATH}`` classifier, or the built-in ``minilm-topics
 
 dense evaluation → head, FFN and layer pruning (scored on training texts) → recovery by
 distillation (token hidden-state MSE to the dense teacher) → ONNX export with dynamic batch
-and sequence axes → parity → ONNX Runtime latency at sequence length 128 → two artifacts,
-each with its tokenizer. What differs per task (data, evaluation, metrics, io, reference)
-is a :mod:`pruning.tasks` adapter.
+and sequence axes → parity → dynamic int8 (when the recipe quantizes) → ONNX Runtime latency
+at sequence length 128 → two artifacts (three with int8), each with its tokenizer. What
+differs per task (data, evaluation, metrics, io, reference) is a :mod:`pruning.tasks` adapter.
 """
 
 from __future__ import annotations
@@ -330,7 +330,8 @@ def _closeness(adapter: TextAdapter, a: TextEval, b: TextEval) -> tuple[str, flo
 def run(
     recipe: Recipe, out_dir: str | os.PathLike[str], *, progress: bool = True
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run a text recipe end to end; write ``out_dir/dense`` and ``out_dir/pruned``."""
+    """Run a text recipe end to end; write ``out_dir/dense`` and ``out_dir/pruned`` (and
+    ``out_dir/quantized``)."""
     import torch
 
     say = _say(progress)
