@@ -250,8 +250,16 @@ def test_int8_that_passes_becomes_the_first_champion(
 
 
 @pytest.mark.slow
-def test_a_quantized_champion_is_served_shadowed_and_rolled_back(int8_run: dict[str, Any]) -> None:
+def test_a_quantized_champion_is_served_shadowed_and_rolled_back(
+    int8_run: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from serving_support import Server, wait_for
+
+    for key, value in int8_run["env"].items():  # the run's registry and store, whatever is set
+        if value is None:
+            monkeypatch.delenv(key, raising=False)
+        else:
+            monkeypatch.setenv(key, value)
 
     block, home = int8_run["json"]["registration"], int8_run["home"]
     tags = {kind: block[kind]["tag"] for kind in ("dense", "pruned", "quantized")}
