@@ -4,7 +4,6 @@ writes dense/ and pruned/ artifacts that verify, and whose numbers agree with th
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +27,7 @@ GOLDEN = json.loads((Path(__file__).parent / "golden_manifest_keys.json").read_t
 TINY = DIGITS_TINY
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # 2 shared cores: more threads only contend
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

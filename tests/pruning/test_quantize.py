@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,8 @@ BASE = {
 TINY = DIGITS_TINY.replace("name: digits-tiny", "name: digits-int8") + (
     "quantize: {mode: static, calibration: 4, min_similarity: 1.0}\n"
 )
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize(
@@ -151,14 +152,6 @@ def test_static_without_calibration_data_is_a_clear_error(tmp_path: Path) -> Non
     with pytest.raises(ConfigError, match="needs calibration batches"):
         quantize_onnx(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", Quantize(mode="static"))
     assert not (tmp_path / "int8.onnx").exists()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
