@@ -163,7 +163,7 @@ def run_cmd(
     """
     from pruneguard.pruning.errors import AcceptanceFailed
     from pruneguard.pruning.recipe import load_recipe
-    from pruneguard.pruning.registration import candidate, verdicts
+    from pruneguard.pruning.registration import candidate
 
     with _one_line_errors():
         parsed = load_recipe(recipe)
@@ -188,8 +188,10 @@ def run_cmd(
         click.echo(json.dumps(printed, indent=2, sort_keys=True))
     else:
         click.echo(_summary(dense, pruned, out, quantized))
-    found = verdicts(out)  # the run's candidate (int8 when it passed, else pruned) decides
-    chosen = found[candidate(found)]
+    found = {"pruned": acceptance}
+    if quantized is not None:
+        found["quantized"] = quantized["pruning"]["acceptance"]
+    chosen = found[candidate(found)]  # the run's candidate (int8 when it passed, else pruned)
     if not chosen["passed"] and not (registration and registration["override"]):
         with _one_line_errors():
             raise AcceptanceFailed(chosen["reason"])

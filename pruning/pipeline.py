@@ -369,43 +369,38 @@ def _write_all(
     pm = pruned_manifest(prep, pruned, pruned_model, onnx, parent)
     written = [dense, write_artifact(staging / "pruned", pm, writer("pruned", pruned))]
     if onnx.quantization is not None:
-        int8 = _evaluate_int8(staging, prep, pruned)
-        qm = _quantized_manifest(staging, prep, pm, int8, onnx)
+        int8, qm = _int8_side(staging, prep, pruned, pm, onnx)
         written.append(write_artifact(staging / "quantized", qm, writer("quantized", int8)))
     return written
 
 
-def _evaluate_int8(staging: Path, prep: Prepared, pruned: Evaluation) -> Evaluation:
-    """The int8 graph on the validation set, by the same code as the torch models."""
-    from pruneguard.pruning.finetune import predict
-    from pruneguard.pruning.quantize import OnnxModule
-
-    graph = OnnxModule(staging / "quantized.onnx", prep.recipe.export.ort_threads)
-    inputs, labels, predictions = predict(graph, prep.data["val"])  # type: ignore[arg-type]
-    accuracy = float((labels == predictions).mean()) if len(labels) else 0.0
-    return Evaluation(accuracy, pruned.params, pruned.macs, inputs, labels, predictions)
-
-
-def _quantized_manifest(
-    staging: Path, prep: Prepared, pm: dict[str, Any], int8: Evaluation, onnx: OnnxMeasure
-) -> dict[str, Any]:
+def _int8_side(
+    staging: Path, prep: Prepared, pruned: Evaluation, pm: dict[str, Any], onnx: OnnxMeasure
+) -> tuple[Evaluation, dict[str, Any]]:
+    """The int8 graph and its fp32 parent graph, each run once over the validation rows: the
+    int8 evaluation (argmax, as :func:`evaluate` does) and the int8 manifest."""
     from pruneguard.pruning.manifest import quantized_manifest
     from pruneguard.pruning.quantize import onnx_outputs, parent_parity
     from pruneguard.registry.artifact import sha256_file
 
     assert onnx.quantization is not None
-    rows = prep.baseline.inputs.astype(np.float32)
+    base = prep.baseline
+    rows = base.inputs.astype(np.float32)
     threads = prep.recipe.export.ort_threads
     outputs = {side: onnx_outputs(staging / f"{side}.onnx", {"input": rows}, threads)
                for side in ("pruned", "quantized")}  # fmt: skip
+    predictions = outputs["quantized"].argmax(axis=1)
+    accuracy = float((base.labels == predictions).mean()) if len(base.labels) else 0.0
+    int8 = Evaluation(accuracy, pruned.params, pruned.macs, base.inputs, base.labels, predictions)
     quality = {
-        "accuracy": int8.accuracy,
-        "agreement_with_baseline": float((int8.predictions == prep.baseline.predictions).mean()),
-        "validation_rows": len(int8.labels),
+        "accuracy": accuracy,
+        "agreement_with_baseline": float((predictions == base.predictions).mean()),
+        "validation_rows": len(base.labels),
     }
-    return quantized_manifest(
+    manifest = quantized_manifest(
         pm, {"sha256": sha256_file(staging / "pruned.onnx"), "tag": None}, recipe=prep.recipe,
         quality=quality, latency=onnx.latency, onnx_bytes=onnx.onnx_bytes["quantized"],
         parity=parent_parity(pm, outputs["quantized"], outputs["pruned"]),
         quantization=onnx.quantization,
     )  # fmt: skip
+    return int8, manifest

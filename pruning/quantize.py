@@ -9,7 +9,7 @@
 
 Nothing here writes kernels or quantizes by hand. Whether int8 pays depends on the CPU (VNNI
 or not), so :func:`cpu_int8` says what this machine has, and the pipelines measure the
-speed-up beside the fp32 parent as served. :class:`OnnxModule` lets the pipelines evaluate
+speed-up beside the fp32 parent as served. :class:`OnnxModule` lets the text adapters evaluate
 the int8 graph with the same functions they evaluate torch models with.
 """
 
