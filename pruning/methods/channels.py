@@ -27,6 +27,7 @@ __all__ = ["ChannelPruner", "find_classifier", "ratio_for_mac_reduction", "recal
 _PRUNABLE = (nn.modules.conv._ConvNd, nn.Linear)
 _BN = nn.modules.batchnorm._BatchNorm
 MAX_RATIO = 0.95
+RATIO_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, MAX_RATIO)
 
 
 def find_classifier(model: nn.Module, example_inputs: torch.Tensor) -> nn.Module | None:
@@ -115,6 +116,33 @@ def _check_grouped(model: nn.Module, round_to: int | None, ignored: list[nn.Modu
             )
 
 
+def _check_concats(graph: Any) -> None:
+    """Refuse a ``torch.cat`` whose channels torch_pruning could not map to their producers.
+
+    torch_pruning 1.6 only knows the channels of a concat input that a layer produced. When
+    one input is the model's own input (a DenseNet-style net without a stem conv) the concat
+    gets no index mapping, and every concat built on it maps channels to the wrong layers:
+    the pruned model fails at its first BatchNorm (``running_mean should contain ...``).
+    """
+    names = graph._module2name
+    feeding = {
+        names[n.module]
+        for module, node in graph.module2node.items()
+        if isinstance(module, tp.ops._ConcatOp) and getattr(module, "offsets", None) is None
+        for n in node.inputs
+        if n.module in names
+    }
+    if feeding:
+        near = next(name for name in names.values() if name in feeding)
+        raise ConfigError(
+            f"channel pruning cannot follow the torch.cat fed by layer {near!r}: one of its "
+            "inputs is not the output of a layer (the model's own input, or a tensor made "
+            "outside any module), so torch_pruning 1.6 would remove mismatched channels. "
+            "Fix: start the network with a conv (a stem) before the first torch.cat, or "
+            "use method: unstructured for this model."
+        )
+
+
 def _validate(
     criterion: str, ratio: float, steps: int, round_to: int | None, calibration: Any
 ) -> None:
@@ -191,6 +219,7 @@ class ChannelPruner:
             )
         finally:
             model.train(was_training)
+        _check_concats(self._pruner.DG)
         self.steps_done = 0
 
     def step(self) -> None:
@@ -245,9 +274,15 @@ def ratio_for_mac_reduction(
 ) -> float:
     """The smallest channel ratio whose pruning removes at least ``reduction`` of the MACs.
 
-    ``reduction=0.7`` means 70% fewer MACs. Bisection over the ratio on deep copies (the
-    model is not modified); with uniform per-group pruning the MACs do not depend on the
-    criterion. Raises :class:`TargetUnreachable` when even the largest ratio falls short.
+    ``reduction=0.7`` means 70% fewer MACs. The model is not modified (deep copies); with
+    uniform per-group pruning the MACs do not depend on the criterion.
+
+    The MACs removed do not always grow with the ratio. torch_pruning leaves a grouped conv's
+    coupled channels at full width once the ratio would remove every channel of a group
+    (``groups=8`` over 64 channels: from ratio 0.875 on), and ``round_to`` makes steps. So
+    the ratio is first read off a grid (:data:`RATIO_GRID`); the target's reach is the grid's
+    best, and bisection runs between the last grid ratio short of the target and the first
+    that meets it. Raises :class:`TargetUnreachable` when no grid ratio meets it.
     """
     if not 0.0 < reduction < 1.0:
         raise ConfigError(
@@ -256,14 +291,16 @@ def ratio_for_mac_reduction(
         )
     dense = count_macs(model, example_inputs)
     opts: dict[str, Any] = {"round_to": round_to, "ignored_layers": ignored_layers}
-    best = _reduction_at(model, example_inputs, MAX_RATIO, dense, **opts)
+    reached = [(r, _reduction_at(model, example_inputs, r, dense, **opts)) for r in RATIO_GRID]
+    best_ratio, best = max(reached, key=lambda rr: rr[1])
     if best < reduction:
         raise TargetUnreachable(
-            f"macs_reduction {reduction} is unreachable: channel pruning at the largest ratio "
-            f"({MAX_RATIO}) removes {best:.3f} of the MACs (the classifier, input channels and "
-            f"ignored layers keep theirs). Fix: set macs_reduction <= {best:.3f}."
+            f"macs_reduction {reduction} is unreachable: channel pruning removes at most "
+            f"{best:.3f} of the MACs (at ratio {best_ratio:g}; the classifier, input channels "
+            f"and ignored layers keep theirs). Fix: set macs_reduction <= {best:.3f}."
         )
-    lo, hi = 0.0, MAX_RATIO
+    first = next(i for i, (_, r) in enumerate(reached) if r >= reduction)
+    lo, hi = (reached[first - 1][0] if first else 0.0), reached[first][0]
     while hi - lo > tolerance:
         mid = (lo + hi) / 2
         if _reduction_at(model, example_inputs, mid, dense, **opts) >= reduction:

@@ -221,9 +221,49 @@ def test_ratio_for_mac_reduction_reaches_the_target(
 
 def test_unreachable_mac_target_names_target_and_best() -> None:
     model, x = _model_and_input("digits-cnn")
-    with pytest.raises(TargetUnreachable, match=r"0\.9999.*removes 0\.9\d\d") as err:
+    with pytest.raises(TargetUnreachable, match=r"0\.9999.*removes at most 0\.9\d\d") as err:
         ratio_for_mac_reduction(model, x, 0.9999)
     assert isinstance(err.value, ConfigError)
+
+
+def test_grouped_convs_reach_every_cut_the_library_reaches() -> None:
+    # ResNeXt-style blocks at groups=8: torch_pruning leaves the grouped convs' channels whole
+    # once the ratio would empty a group, so the largest ratio is not the deepest cut.
+    model, x = _model_and_input("resnext")
+    dense = count_macs(model, x)
+    pruned = copy.deepcopy(model)
+    ChannelPruner(pruned, x, criterion="l1", ratio=0.95).step()
+    assert 1 - count_macs(pruned, x) / dense < 0.85  # what the old single probe at 0.95 saw
+    ratio = ratio_for_mac_reduction(model, x, 0.85)
+    ChannelPruner(model, x, criterion="l1", ratio=ratio).step()
+    assert 1 - count_macs(model, x) / dense >= 0.85
+    assert model(torch.randn(3, *x.shape[1:])).shape == (3, 10)
+
+
+class _StemlessDenseNet(nn.Module):
+    """A dense block straight on the input: the first torch.cat includes the model's input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(), nn.Conv2d(c, 8, 3, padding=1))
+            for c in (3, 11, 19)
+        )
+        self.fc = nn.Linear(27, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = torch.cat([x, layer(x)], dim=1)
+        return self.fc(x.mean((2, 3)))
+
+
+def test_a_concat_of_the_model_input_is_refused_with_the_fix() -> None:
+    model, x = _StemlessDenseNet().eval(), torch.randn(1, *ZOO_INPUT_SHAPE)
+    with pytest.raises(ConfigError, match=r"torch\.cat fed by layer 'layers\.0\.2'.*Fix: start"):
+        ChannelPruner(model, x, criterion="l1", ratio=0.5)
+    densenet, x = _model_and_input("densenet")  # the same blocks after a stem conv prune
+    ChannelPruner(densenet, x, criterion="l1", ratio=0.5).step()
+    assert densenet(torch.randn(2, *x.shape[1:])).shape == (2, 10)
 
 
 def test_mac_reduction_out_of_range_is_a_config_error() -> None:
