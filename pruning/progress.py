@@ -4,14 +4,24 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-__all__ = ["VERBOSE_ENV", "Steps", "steps"]
+__all__ = ["VERBOSE_ENV", "Steps", "reporter", "steps"]
 
 # 1: also show what third-party tools print (the ONNX exporter); `pruneguard prune --verbose`
 VERBOSE_ENV = "PRUNEGUARD_VERBOSE"
+
+
+def reporter(enabled: bool, prefix: str = "pruneguard") -> Callable[[str], None]:
+    """``say(message)``: one ``[prefix] message`` line on stderr, or nothing when disabled."""
+
+    def say(message: str) -> None:
+        if enabled:
+            print(f"[{prefix}] {message}", file=sys.stderr, flush=True)
+
+    return say
 
 
 class Steps(Protocol):

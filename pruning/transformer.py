@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import os
 import shutil
-import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pruneguard.pruning.progress import reporter
 from pruneguard.pruning.staging import staged_pair
 from pruneguard.pruning.tasks import TextAdapter, TextEval, mean_cosine, text_adapter
 from pruneguard.pruning.tasks.embedding import retrieval
@@ -79,14 +79,6 @@ class EmbeddingOptions:
 
 
 EmbeddingEval = TextEval  # the name benches were written against
-
-
-def _say(progress: bool) -> Callable[[str], None]:
-    def say(message: str) -> None:
-        if progress:
-            print(f"[text] {message}", file=sys.stderr, flush=True)
-
-    return say
 
 
 # --- evaluation ------------------------------------------------------------------------------
@@ -334,7 +326,7 @@ def run(
     ``out_dir/quantized``)."""
     import torch
 
-    say = _say(progress)
+    say = reporter(progress, "text")
     opts = EmbeddingOptions.from_mapping(recipe.extra)
     torch.manual_seed(recipe.seed)
     adapter = text_adapter(
