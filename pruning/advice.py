@@ -5,6 +5,9 @@ decision table is in docs/pruning.md; in short:
 
 - **Schedule.** Removing under ~30% of the weights, one shot plus a finetune recovers;
   above ~50%, prune in steps with recovery finetuning between them; in between, two steps.
+  For channel pruning that rule is only the prior: ``criterion: auto`` and ``schedule: auto``
+  measure the candidates on the user's model (:mod:`pruning.selection`) and are what the
+  plan recommends.
 - **Structure.** On CPU ONNX Runtime only structured pruning (channels, heads, layers) makes
   the model faster, because it makes the tensors smaller. Unstructured and 2:4 zeros are
   multiplied like any other number there: they only shrink the compressed file. 2:4 gains
@@ -22,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pruneguard.pruning.recipe import Recipe, Target
+from pruneguard.pruning.recipe import SELECTING_METHODS, Recipe, Target
 
 __all__ = [
     "DEPLOY_TARGETS",
@@ -51,15 +54,18 @@ class Advice:
     deploy_target: str
     reasons: tuple[str, ...]
     warnings: tuple[str, ...]  # where the recipe as written disagrees with the advice
+    # "auto" where a trial should choose the criterion and schedule (channel pruning); else
+    # None, and ``schedule``/``steps`` are the advice itself
+    select: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def text(self) -> str:
-        head = (
-            f"Recommended: {self.structure} pruning (method: {self.method}), "
-            f"{self.schedule}{f' in {self.steps} steps' if self.steps > 1 else ''}."
-        )
+        schedule = f"{self.schedule}{f' in {self.steps} steps' if self.steps > 1 else ''}"
+        if self.select == "auto":
+            schedule = f"criterion: auto, schedule: auto (tried first: {schedule})"
+        head = f"Recommended: {self.structure} pruning (method: {self.method}), {schedule}."
         lines = [head, *(f"  why: {r}" for r in self.reasons)]
         lines += [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)
@@ -182,6 +188,16 @@ def advise(
     if suggested == "nm":  # the 2:4 pattern is fixed at 50%
         kind, advised_steps, why = _schedule(0.5, Target("sparsity", 0.5))
     reasons.append(why)
+    select = "auto" if suggested in SELECTING_METHODS else None
+    if select:
+        reasons.append(
+            "That rule can be far off on a net it was not written for (iterative Taylor lost "
+            "points on a DenseNet-style net where one-shot L2 did not), so let a short trial on "
+            "your model choose: criterion: auto and schedule: auto prune a copy with each "
+            "candidate at the target, recover briefly, and keep the best on rows held out of "
+            "the training split (within a quarter of the run's training; the table goes in "
+            "the manifest's pruning.selection)."
+        )
     if (
         steps is not None
         and kind == "iterative"
@@ -202,6 +218,7 @@ def advise(
         deploy_target,
         tuple(reasons),
         tuple(warnings),
+        select,
     )
 
 

@@ -201,7 +201,10 @@ def pruned_manifest(
     model: nn.Module,
     onnx: OnnxMeasure,
     parent: Mapping[str, Any],
+    *,
+    safety: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
+    """``safety``: what the iterative schedule's safety net saw, step by step (none: none ran)."""
     b, recipe = prep.baseline, prep.recipe
     metrics: dict[str, Any] = {
         "accuracy": pruned.accuracy,
@@ -230,6 +233,15 @@ def pruned_manifest(
         "resolved_amount": prep.amount,
         "acceptance": recipe.acceptance(metrics),
     }
+    if safety:
+        from pruneguard.pruning.schedule import SAFETY_DROP
+
+        pruning["safety_net"] = {"max_drop": SAFETY_DROP, "rows": "the calibration batches",
+                                 "steps": [dict(r) for r in safety]}  # fmt: skip
+        notes += [f"safety net: step {r['step']} {r['action']}" for r in safety if "action" in r]
+    if prep.selection is not None:
+        pruning["selection"] = prep.selection
+        notes.append(_selection_note(prep.selection))
     if recipe.target.kind == "macs_reduction":
         notes.append(
             f"Target macs_reduction {recipe.target.value:g}: searched channel ratio {prep.amount:.3f}, "
@@ -239,6 +251,17 @@ def pruned_manifest(
         name=recipe.name, kind="pruned", parent=parent, pruning=pruning, metrics=metrics,
         io=_io(prep), notes=notes, source=_source(recipe),
     )  # fmt: skip
+
+
+def _selection_note(selection: Mapping[str, Any]) -> str:
+    chosen, budget = selection["chosen"], selection["budget"]
+    return (
+        f"criterion/schedule chosen by trial: {chosen['criterion']}, "
+        f"{chosen['schedule']['kind']} x {chosen['schedule']['steps']}, best of "
+        f"{budget['candidates']} candidates on {selection['evaluated_on']['rows']} rows of "
+        f"{selection['evaluated_on']['split']} ({budget['share_of_run']:.0%} of the run's "
+        f"training batches, {selection['seconds']:.0f} s); the table is pruning.selection."
+    )
 
 
 def _sparse_metrics(metrics: dict[str, Any], model: nn.Module, onnx: OnnxMeasure) -> str:

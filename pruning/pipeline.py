@@ -14,7 +14,6 @@ import copy
 import gzip
 import os
 import shutil
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pruneguard.pruning.progress import steps
+from pruneguard.pruning.progress import reporter, steps
 from pruneguard.pruning.recipe import Recipe
 from pruneguard.pruning.staging import check_out, staged_pair
 from pruneguard.registry.errors import ConfigError
@@ -50,14 +49,6 @@ MAX_REFERENCE_FEATURES = 4096
 PARITY_ROWS = 64
 
 
-def _reporter(progress: bool) -> Callable[[str], None]:
-    def say(message: str) -> None:
-        if progress:
-            print(f"[pruneguard] {message}", file=sys.stderr, flush=True)
-
-    return say
-
-
 @dataclass(frozen=True)
 class Evaluation:
     accuracy: float
@@ -79,6 +70,8 @@ class Prepared:
     example: torch.Tensor
     baseline: Evaluation
     amount: float  # what the pruner takes: channel ratio (resolved from a MAC target), sparsity...
+    # how ``criterion/schedule: auto`` were chosen (pruning/selection.py); None when not asked
+    selection: dict[str, Any] | None = None
 
 
 def evaluate(model: nn.Module, loader: DataLoader, example: torch.Tensor) -> Evaluation:
@@ -119,7 +112,8 @@ def _in_order(loader: DataLoader) -> DataLoader:
 
 
 def prepare(recipe: Recipe, *, progress: bool = True) -> Prepared:
-    """Load data and model, resolve the target, train the dense model if asked, measure it."""
+    """Load data and model, resolve the target, train the dense model if asked, measure it;
+    choose the criterion/schedule by trial where the recipe says ``auto``."""
     import torch
 
     from pruneguard.pruning.data import load_data
@@ -127,7 +121,7 @@ def prepare(recipe: Recipe, *, progress: bool = True) -> Prepared:
     from pruneguard.pruning.models.load import load_model
     from pruneguard.pruning.schedule import resolve_amount
 
-    say = _reporter(progress)
+    say = reporter(progress)
     torch.manual_seed(recipe.seed)
     data = load_data(recipe.data, seed=recipe.seed, search_path=recipe.base_dir)
     model = load_model(recipe.model, seed=recipe.seed, search_path=recipe.base_dir)
@@ -145,7 +139,13 @@ def prepare(recipe: Recipe, *, progress: bool = True) -> Prepared:
         p.requires_grad_(False)
     baseline = evaluate(model, data["val"], example)
     say(f"dense: accuracy {baseline.accuracy:.4f}, {baseline.params} params, {baseline.macs} MACs")
-    return Prepared(recipe, model, teacher, data, example, baseline, amount)
+    prep = Prepared(recipe, model, teacher, data, example, baseline, amount)
+    if recipe.selects:
+        from pruneguard.pruning.selection import select
+
+        prep, record = select(prep, progress=progress)
+        prep.selection = record
+    return prep
 
 
 def _example(recipe: Recipe, loader: DataLoader, model: nn.Module) -> torch.Tensor:
@@ -177,42 +177,61 @@ def _example(recipe: Recipe, loader: DataLoader, model: nn.Module) -> torch.Tens
     return example
 
 
-def prune_copy(prep: Prepared, recipe: Recipe | None = None, *, progress: bool = True) -> nn.Module:
+def prune_copy(
+    prep: Prepared,
+    recipe: Recipe | None = None,
+    *,
+    progress: bool = True,
+    safety: list[dict[str, Any]] | None = None,
+) -> nn.Module:
     """A pruned and finetuned copy of the dense model, following ``recipe`` (default: prep's).
 
     ``recipe`` may differ from ``prep.recipe`` in method, criterion, target and schedule (a
-    sweep variant); its amount is resolved again when its target differs.
+    sweep variant); its amount is resolved again when its target differs. An iterative
+    channel schedule runs with the safety net (:func:`pruning.schedule.run_schedule`); what
+    it saw is appended to ``safety`` when given.
     """
+    from dataclasses import replace
+
     from pruneguard.pruning.finetune import train
     from pruneguard.pruning.methods import build_pruner
     from pruneguard.pruning.methods.masks import remove_masks
+    from pruneguard.pruning.recipe import Schedule
     from pruneguard.pruning.schedule import resolve_amount, run_schedule
 
     recipe = recipe or prep.recipe
-    say = _reporter(progress)
-    model = copy.deepcopy(prep.model)
+    say = reporter(progress)
     ctx = _context(recipe, prep.data, prep.example)
     resolved_as_prep = (recipe.target, recipe.round_to) == (
         prep.recipe.target,
         prep.recipe.round_to,
     )
     amount = prep.amount if resolved_as_prep else resolve_amount(recipe, prep.model, ctx)
-    pruner = build_pruner(recipe, model, amount, ctx)
     teacher = prep.teacher if recipe.finetune.distill else None
     ft = recipe.finetune
 
-    def recover(step: int) -> None:
-        say(
-            f"step {step + 1}/{recipe.schedule.steps} pruned; recovery finetune {ft.recovery_epochs} epochs"
-        )
-        train(model, prep.data["train"], epochs=ft.recovery_epochs, lr=ft.lr, teacher=teacher,
+    def make(m: nn.Module, criterion: str | None, ratio: float | None, steps: int) -> Any:
+        r = recipe if criterion is None else replace(
+            recipe, criterion=criterion, schedule=Schedule("iterative", steps))  # fmt: skip
+        return build_pruner(r, m, amount if ratio is None else ratio, ctx)
+
+    def recover(m: nn.Module, step: int, steps: int) -> None:
+        say(f"step {step + 1}/{steps} pruned; recovery finetune {ft.recovery_epochs} epochs")
+        train(m, prep.data["train"], epochs=ft.recovery_epochs, lr=ft.lr, teacher=teacher,
               progress=progress, seed=recipe.seed + step + 1,
-              desc=f"recovery {step + 1}/{recipe.schedule.steps}")  # fmt: skip
+              desc=f"recovery {step + 1}/{steps}")  # fmt: skip
 
     say(
         f"pruning: {recipe.method} / {recipe.criterion}, {recipe.schedule.kind} × {recipe.schedule.steps}"
     )
-    run_schedule(pruner, recipe.schedule.steps, recover)
+    guarded = recipe.method == "channel" and recipe.schedule.steps > 1
+    model, pruner, records = run_schedule(
+        copy.deepcopy(prep.model), make, ratio=amount, criterion=recipe.criterion,
+        steps=recipe.schedule.steps, recover=recover, say=say,
+        guard=_guard(ctx, prep.model) if guarded else None,
+    )  # fmt: skip
+    if safety is not None:
+        safety.extend(records)
     if ft.epochs:
         say(f"final finetune: {ft.epochs} epochs{' (distilled)' if teacher else ''}")
         train(model, prep.data["train"], epochs=ft.epochs, lr=ft.lr, teacher=teacher,
@@ -220,6 +239,15 @@ def prune_copy(prep: Prepared, recipe: Recipe | None = None, *, progress: bool =
     pruner.finish()
     remove_masks(model)  # bake any unstructured masks into plain weights; no-op otherwise
     return model.eval()
+
+
+def _guard(ctx: Any, dense: nn.Module) -> Any:
+    """The safety net's rows: the calibration batches (training rows, in order)."""
+    from pruneguard.pruning.finetune import accuracy
+    from pruneguard.pruning.schedule import Guard
+
+    rows = list(ctx.calibration)
+    return Guard(accuracy=lambda m: accuracy(m, rows), baseline=accuracy(dense, rows))
 
 
 @dataclass(frozen=True)
@@ -314,9 +342,10 @@ def run(
         return _run_transformer(recipe, Path(out_dir), progress)
     out = Path(out_dir)
     check_out(out)
-    say = _reporter(progress)
+    say = reporter(progress)
     prep = prepare(recipe, progress=progress)
-    pruned_model = prune_copy(prep, progress=progress)
+    safety: list[dict[str, Any]] = []
+    pruned_model = prune_copy(prep, progress=progress, safety=safety)
     pruned = evaluate(pruned_model, prep.data["val"], prep.example)
     say(f"pruned: accuracy {pruned.accuracy:.4f}, {pruned.params} params, {pruned.macs} MACs")
     with staged_pair(out) as staging:
@@ -324,7 +353,7 @@ def run(
         onnx = measure_onnx({"dense": prep.model, "pruned": pruned_model}, prep.example,
                             prep.baseline.inputs, staging, recipe, progress,
                             calibration=calibration_feeds(recipe, prep.data))  # fmt: skip
-        manifests = _write_all(staging, prep, pruned, pruned_model, onnx)
+        manifests = _write_all(staging, prep, pruned, pruned_model, onnx, safety)
     say(f"wrote {', '.join(str(out / m['kind']) for m in manifests)}")
     return manifests[0], manifests[1]
 
@@ -349,7 +378,12 @@ def _run_transformer(
 
 
 def _write_all(
-    staging: Path, prep: Prepared, pruned: Evaluation, pruned_model: nn.Module, onnx: OnnxMeasure
+    staging: Path,
+    prep: Prepared,
+    pruned: Evaluation,
+    pruned_model: nn.Module,
+    onnx: OnnxMeasure,
+    safety: list[dict[str, Any]],
 ) -> list[dict[str, Any]]:
     """Write dense/, pruned/ and (when the recipe quantizes) quantized/ into ``staging``."""
     from pruneguard.pruning.manifest import dense_manifest, pruned_manifest, reference_frame
@@ -366,7 +400,7 @@ def _write_all(
     dense = write_artifact(
         staging / "dense", dense_manifest(prep, onnx), writer("dense", prep.baseline)
     )
-    pm = pruned_manifest(prep, pruned, pruned_model, onnx, parent)
+    pm = pruned_manifest(prep, pruned, pruned_model, onnx, parent, safety=safety)
     written = [dense, write_artifact(staging / "pruned", pm, writer("pruned", pruned))]
     if onnx.quantization is not None:
         int8, qm = _int8_side(staging, prep, pruned, pm, onnx)

@@ -47,8 +47,9 @@ METHODS = ("channel", "head", "layer", "unstructured", "nm", "ffn")
 COMBINABLE = ("layer", "head", "ffn")
 STRUCTURED_CRITERIA = ("l1", "l2", "gradient", "taylor", "activation", "random")
 # which criteria each method accepts (magnitude pruning ranks weights by |w|: l1 and l2 agree)
+# ``auto``: chosen by a short trial on the user's own model (pruning/selection.py)
 CRITERIA: dict[str, tuple[str, ...]] = {
-    "channel": STRUCTURED_CRITERIA,
+    "channel": (*STRUCTURED_CRITERIA, "auto"),
     "head": (*STRUCTURED_CRITERIA, "magnitude", "ablation"),
     "layer": (*STRUCTURED_CRITERIA, "magnitude", "ablation"),
     "ffn": (*STRUCTURED_CRITERIA, "magnitude"),
@@ -72,7 +73,8 @@ TARGETS: dict[str, tuple[tuple[str, ...], str]] = {
     "layers": (("layer",), "the number of layers to remove"),
     "ffn": (("ffn",), "the fraction of FFN intermediate neurons to remove"),
 }
-SCHEDULES = ("one-shot", "iterative")
+SCHEDULES = ("one-shot", "iterative", "auto")  # auto: one-shot or iterative, by trial
+SELECTING_METHODS = ("channel",)  # the methods whose criterion/schedule may be auto
 SCOPES = ("global", "layer")
 SCOPED_METHODS = ("channel", "head", "unstructured", "ffn")
 DATA_BUILTINS = {"classification": ("digits", "synthetic", "topics"), "embedding": ("sentences",)}
@@ -253,6 +255,11 @@ class Recipe:
     def with_seed(self, seed: int) -> Recipe:
         return replace(self, seed=seed)
 
+    @property
+    def selects(self) -> bool:
+        """Whether a trial picks the criterion or the schedule (``auto``) before pruning."""
+        return self.criterion == "auto" or self.schedule.kind == "auto"
+
     def acceptance(self, metrics: Mapping[str, Any], *, quantized: bool = False) -> dict[str, Any]:
         """The gate's verdict on a pruned (or, ``quantized``, the int8) version's ``metrics``
         under this recipe's budget."""
@@ -387,7 +394,7 @@ def variant(
             why=f"for method {recipe.method}",
         )  # fmt: skip
     if schedule is not None:
-        steps = recipe.schedule.steps if recipe.schedule.kind == "iterative" else 4
+        steps = recipe.schedule.steps if recipe.schedule.kind != "one-shot" else 4
         raw = {"kind": schedule} if schedule == "one-shot" else {"kind": schedule, "steps": steps}
         changes["schedule"] = _schedule(raw)
     new = replace(recipe, **changes)
@@ -748,6 +755,12 @@ def _cross_checks(recipe: Recipe) -> None:
         raise ConfigError(
             "quantize.mode=dynamic: a tensor model (CNN) is quantized with mode: static "
             "(calibrated QDQ; dynamic int8 leaves convolutions in float); dynamic is for text models"
+        )
+    if recipe.schedule.kind == "auto" and recipe.method not in SELECTING_METHODS:
+        raise ConfigError(
+            f"schedule.kind=auto: the schedule is chosen by trial for method "
+            f"{' or '.join(SELECTING_METHODS)} only (method {recipe.method}); "
+            "use kind: one-shot or iterative"
         )
     if recipe.round_to is not None and recipe.method != "channel":
         raise ConfigError(

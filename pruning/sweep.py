@@ -95,6 +95,7 @@ def sweep(
 
     todo = variants(recipe, targets=targets, criteria=criteria, schedules=schedules)
     prep = prepare(recipe, progress=progress)
+    todo = [_chosen(v, prep.recipe) for v in todo]
     b = prep.baseline
     rows = []
     with tempfile.TemporaryDirectory(prefix="pruneguard-sweep-") as tmp:
@@ -118,6 +119,17 @@ def sweep(
     result = SweepResult(recipe.name, recipe.method, baseline, tuple(rows))
     _write(result, Path(out))
     return result
+
+
+def _chosen(v: Recipe, chosen: Recipe) -> Recipe:
+    """``v`` with any ``auto`` replaced by what the trial chose (``chosen``: prep's recipe)."""
+    from dataclasses import replace
+
+    if v.criterion == "auto":
+        v = replace(v, criterion=chosen.criterion)
+    if v.schedule.kind == "auto":
+        v = replace(v, schedule=chosen.schedule)
+    return v
 
 
 def _export(model: Any, example: Any, path: Path, recipe: Recipe) -> Path:

@@ -1,0 +1,206 @@
+"""``criterion: auto`` and ``schedule: auto``: chosen by a short trial on the user's own model.
+
+A rule of thumb (one shot below ~30% removed, iterative above ~50%, Taylor scores) is
+sometimes far off on a net it was not written for. So before pruning for real, each
+candidate — criteria :data:`CANDIDATE_CRITERIA` × one-shot and iterative — prunes a copy of
+the trained dense model to the recipe's target, recovers with the same small budget, and is
+scored on rows held out of the training split. The best one is what the run uses; the table
+goes into the manifest (``pruning.selection``).
+
+- **Held out of the training split**, not the validation split: the validation split reports
+  the final accuracy, and it must not have chosen the model it judges.
+- **A trial is the run in small**: the recipe's own recovery rounds and final finetune, but
+  each epoch is a pass over the same small subset of the rest of the training split. A trial
+  that gave every candidate the same few passes would favour one shot (all of its passes
+  come after its one cut; an iterative candidate's last cut would get one short pass),
+  unlike the run, where every cut gets the recipe's recovery.
+- **The budget**: the subset is sized so that all trials together train on at most
+  :data:`TRIAL_SHARE` of the batches the run trains on (dense training, recovery, finetune).
+- **The prior** (:mod:`pruning.advice`'s thresholds) only orders the candidates; it breaks
+  ties, it does not decide.
+
+:func:`candidates` and :func:`trial_budget` are pure; :func:`select` runs the trials.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from pruneguard.pruning.advice import ITERATIVE_ABOVE, removed_fraction
+from pruneguard.pruning.progress import reporter
+from pruneguard.pruning.recipe import Recipe, Schedule
+
+if TYPE_CHECKING:
+    from torch.utils.data import DataLoader
+
+    from pruneguard.pruning.pipeline import Prepared
+
+__all__ = [
+    "CANDIDATE_CRITERIA",
+    "TRIAL_SHARE",
+    "Budget",
+    "Selection",
+    "Trial",
+    "candidates",
+    "select",
+    "trial_budget",
+]
+
+CANDIDATE_CRITERIA = ("taylor", "l2")  # gradient-based and weight-based; both cheap to score
+TRIAL_SHARE = 0.25  # at most this share of the run's training batches
+HOLDOUT_SHARE = 0.2  # of the training split, scores the trials
+MIN_BATCHES = 2  # a trial pass never has fewer batches than this
+DEFAULT_STEPS = 4  # the iterative candidate's steps when the recipe names none
+
+
+@dataclass(frozen=True)
+class Trial:
+    criterion: str
+    schedule: str
+    steps: int
+    accuracy: float  # on the holdout of the training split
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Budget:
+    batches_per_pass: int  # the trial subset: one "epoch" of a trial
+    passes: int  # over all candidates: their recovery rounds + final finetunes
+    run_batches: int  # the run's own training batches: dense training + recovery + finetune
+
+    @property
+    def share(self) -> float:
+        """The trials' training batches over the run's."""
+        return self.passes * self.batches_per_pass / max(self.run_batches, 1)
+
+
+@dataclass(frozen=True)
+class Selection:
+    criterion: str
+    schedule: Schedule
+    trials: tuple[Trial, ...]  # in prior order
+    prior: str
+    budget: Budget
+    holdout_rows: int
+    split: str
+    seconds: float
+
+    def as_dict(self, requested: Recipe) -> dict[str, Any]:
+        """JSON-able, for the manifest's ``pruning.selection``."""
+        n = len(self.trials)
+        return {
+            "requested": {"criterion": requested.criterion, "schedule": requested.schedule.kind},
+            "chosen": {"criterion": self.criterion, "schedule": asdict(self.schedule)},
+            "prior": self.prior,
+            "trials": [asdict(t) for t in self.trials],
+            "evaluated_on": {"split": self.split, "rows": self.holdout_rows},
+            "budget": {
+                **asdict(self.budget),
+                "candidates": n,
+                "share_of_run": round(self.budget.share, 4),
+            },
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def candidates(recipe: Recipe) -> tuple[list[tuple[str, Schedule]], str]:
+    """The (criterion, schedule) pairs to try, in prior order, and the prior in words."""
+    criteria = CANDIDATE_CRITERIA if recipe.criterion == "auto" else (recipe.criterion,)
+    steps = recipe.schedule.steps if recipe.schedule.steps > 1 else DEFAULT_STEPS
+    one_shot, iterative = Schedule("one-shot", 1), Schedule("iterative", steps)
+    if recipe.schedule.kind != "auto":
+        schedules = [recipe.schedule]
+        prior = f"schedule {recipe.schedule.kind} as the recipe says"
+    else:
+        removed = removed_fraction(recipe.target)
+        heavy = removed is not None and removed > ITERATIVE_ABOVE
+        schedules = [iterative, one_shot] if heavy else [one_shot, iterative]
+        about = "an unknown share" if removed is None else f"about {removed:.0%}"
+        prior = (
+            f"removing {about} ({'over' if heavy else 'not over'} {ITERATIVE_ABOVE:.0%}): "
+            f"{schedules[0].kind} first"
+        )
+    pairs = [(c, s) for s in schedules for c in criteria]
+    return pairs, f"{prior}; criteria in the order {', '.join(criteria)}; ties go to the first"
+
+
+def _passes(recipe: Recipe, schedule: Schedule) -> int:
+    ft = recipe.finetune
+    return ft.epochs + ft.recovery_epochs * (schedule.steps - 1)
+
+
+def trial_budget(recipe: Recipe, train_batches: int, fit_batches: int) -> Budget:
+    """The trial subset's size: all candidates' passes within :data:`TRIAL_SHARE` of the run."""
+    pairs, _ = candidates(recipe)
+    passes = sum(max(_passes(recipe, s), 1) for _, s in pairs)
+    steps = max(s.steps for _, s in pairs)
+    epochs = (recipe.train.epochs if recipe.train else 0) + _passes(recipe, Schedule("", steps))
+    run_batches = max(epochs, 1) * train_batches
+    per_pass = math.floor(TRIAL_SHARE * run_batches / passes)
+    return Budget(max(MIN_BATCHES, min(per_pass, fit_batches)), passes, run_batches)
+
+
+def select(prep: Prepared, *, progress: bool = True) -> tuple[Prepared, dict[str, Any]]:
+    """Run the trials; ``prep`` with the chosen recipe, and the manifest's selection record."""
+    from pruneguard.pruning.pipeline import evaluate, prune_copy
+
+    recipe, say = prep.recipe, reporter(progress)
+    pairs, prior = candidates(recipe)
+    fit, holdout, split = _split(prep.data, recipe.seed)
+    budget = trial_budget(recipe, len(prep.data["train"]), len(fit))
+    subset = _first_batches(fit, budget.batches_per_pass)
+    trial_prep = replace(prep, data={"train": subset, "val": holdout})
+    say(f"choosing the criterion/schedule: {len(pairs)} trials, the recipe's finetune in "
+        f"passes of {budget.batches_per_pass} batches, scored on {split}")  # fmt: skip
+    started, trials = time.perf_counter(), []
+    for i, (criterion, schedule) in enumerate(pairs):
+        t0 = time.perf_counter()
+        trial = replace(recipe, criterion=criterion, schedule=schedule, quantize=None)
+        model = prune_copy(trial_prep, trial, progress=False)
+        acc = evaluate(model, holdout, prep.example).accuracy
+        trials.append(
+            Trial(criterion, schedule.kind, schedule.steps, acc, time.perf_counter() - t0)
+        )
+        say(f"trial {i + 1}/{len(pairs)}: {criterion}, {schedule.kind} × {schedule.steps}: "
+            f"holdout accuracy {acc:.4f}")  # fmt: skip
+    best = max(range(len(trials)), key=lambda k: (trials[k].accuracy, -k))
+    criterion, schedule = pairs[best]
+    say(f"chose {criterion}, {schedule.kind} × {schedule.steps}")
+    chosen = replace(recipe, criterion=criterion, schedule=schedule)
+    rows = sum(len(y) for _, y in holdout)
+    result = Selection(criterion, schedule, tuple(trials), prior, budget, rows, split,
+                       time.perf_counter() - started)  # fmt: skip
+    return replace(prep, recipe=chosen), result.as_dict(recipe)
+
+
+def _split(data: dict[str, DataLoader], seed: int) -> tuple[DataLoader, DataLoader, str]:
+    """(fit, holdout, what the holdout is): a seeded share of the training rows held out."""
+    import torch
+    from torch.utils.data import DataLoader, Subset
+
+    train = data["train"]
+    dataset = train.dataset
+    if train.batch_size is None or not hasattr(dataset, "__len__") or len(dataset) < 10:
+        # a custom sampler or a stream: nothing to hold out; the validation split decides
+        return train, data["val"], "the validation split (the training data cannot be split)"
+    n = len(dataset)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    cut = max(1, int(n * HOLDOUT_SHARE))
+    held, rest = Subset(dataset, order[:cut]), Subset(dataset, order[cut:])
+    fit = DataLoader(rest, batch_size=train.batch_size, shuffle=True)
+    holdout = DataLoader(held, batch_size=max(train.batch_size, 256), shuffle=False)
+    return fit, holdout, f"{HOLDOUT_SHARE:.0%} of the training split, held out"
+
+
+def _first_batches(loader: DataLoader, batches: int) -> DataLoader:
+    """A loader over the first ``batches`` batches' rows of ``loader`` (shuffled as it is)."""
+    from torch.utils.data import DataLoader, Subset
+
+    if loader.batch_size is None:
+        return loader
+    rows = min(len(loader.dataset), batches * loader.batch_size)  # type: ignore[arg-type]
+    return DataLoader(Subset(loader.dataset, range(rows)), batch_size=loader.batch_size,
+                      shuffle=True)  # fmt: skip

@@ -1,0 +1,160 @@
+"""``criterion: auto`` / ``schedule: auto``: the candidates, the budget, and a run that records
+its trial table; the per-batch Taylor score and the per-batch learning-rate decay it rests on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from click.testing import CliRunner
+from tiny_recipes import DIGITS_TINY
+from torch import nn
+
+from pruneguard.pruning.cli import prune
+from pruneguard.pruning.finetune import train
+from pruneguard.pruning.methods.channels import ChannelPruner
+from pruneguard.pruning.recipe import parse_recipe
+from pruneguard.pruning.selection import MIN_BATCHES, TRIAL_SHARE, candidates, trial_budget
+from pruneguard.registry.artifact import verify
+from pruneguard.registry.errors import ConfigError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+AUTO_TINY = DIGITS_TINY.replace("criterion: taylor", "criterion: auto").replace(
+    "schedule: {kind: iterative, steps: 2}", "schedule: {kind: auto, steps: 2}"
+)
+
+
+def _recipe(**changes: Any) -> Any:
+    import yaml
+
+    data = yaml.safe_load(AUTO_TINY)
+    data.update(changes)
+    return parse_recipe(data)
+
+
+def test_the_prior_orders_the_candidates_and_does_not_drop_any() -> None:
+    heavy, _ = candidates(_recipe(target={"macs_reduction": 0.7}))
+    assert [(c, s.kind) for c, s in heavy] == [
+        ("taylor", "iterative"), ("l2", "iterative"), ("taylor", "one-shot"), ("l2", "one-shot"),
+    ]  # fmt: skip
+    light, prior = candidates(_recipe(target={"ratio": 0.1}))
+    assert [s.kind for _, s in light] == ["one-shot", "one-shot", "iterative", "iterative"]
+    assert "one-shot first" in prior
+    assert all(s.steps == 2 for _, s in light if s.kind == "iterative")  # the recipe's steps
+
+
+def test_a_fixed_criterion_or_schedule_is_kept() -> None:
+    only_schedule, _ = candidates(_recipe(criterion="l1"))
+    assert {c for c, _ in only_schedule} == {"l1"} and len(only_schedule) == 2
+    only_criterion, _ = candidates(_recipe(schedule={"kind": "one-shot"}))
+    assert [(c, s.kind) for c, s in only_criterion] == [("taylor", "one-shot"), ("l2", "one-shot")]
+
+
+@pytest.mark.parametrize("train_batches", [5, 23, 400])
+def test_the_trials_are_the_run_in_small_within_a_bounded_budget(train_batches: int) -> None:
+    recipe = _recipe(train={"epochs": 15, "lr": 0.003})
+    budget = trial_budget(recipe, train_batches, fit_batches=train_batches)
+    # the run: dense training 15 + recovery 1 (2 steps) + final finetune 1 = 17 epochs
+    assert budget.run_batches == 17 * train_batches
+    # each trial keeps the recipe's finetune: iterative 1 + 1 passes, one-shot 1; 2 criteria
+    assert budget.passes == 2 * (1 + 1) + 2 * 1
+    spent = budget.passes * budget.batches_per_pass
+    assert spent <= TRIAL_SHARE * budget.run_batches or budget.batches_per_pass == MIN_BATCHES
+    assert budget.share == pytest.approx(spent / budget.run_batches)
+
+
+def test_auto_is_refused_where_no_trial_chooses() -> None:
+    masks = {"name": "x", "model": {"builtin": "digits-cnn"}, "data": {"builtin": "digits"},
+             "method": "unstructured", "criterion": "l1", "target": {"sparsity": 0.5}}  # fmt: skip
+    with pytest.raises(ConfigError, match=r"schedule\.kind=auto.*method channel only"):
+        parse_recipe({**masks, "schedule": {"kind": "auto"}})
+    with pytest.raises(ConfigError, match=r"criterion.*'auto'"):
+        parse_recipe({**masks, "criterion": "auto"})
+
+
+@pytest.fixture(scope="module")
+def auto_run(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> dict[str, Any]:
+    tmp = tmp_path_factory.mktemp("auto-run")
+    (tmp / "auto.yaml").write_text(AUTO_TINY)
+    result = CliRunner().invoke(prune, [str(tmp / "auto.yaml"), "--out", str(tmp / "out")])
+    assert result.exit_code == 0, result.output
+    return {"manifest": verify(tmp / "out" / "pruned"), "stderr": result.stderr}
+
+
+def test_the_run_uses_the_best_trial_and_records_the_table(auto_run: dict[str, Any]) -> None:
+    pruning = auto_run["manifest"]["pruning"]
+    selection = pruning["selection"]
+    trials = selection["trials"]
+    assert len(trials) == 4 and selection["budget"]["candidates"] == 4
+    best = max(range(4), key=lambda k: (trials[k]["accuracy"], -k))  # ties: the prior's first
+    chosen = selection["chosen"]
+    assert (chosen["criterion"], chosen["schedule"]["kind"]) == (
+        trials[best]["criterion"], trials[best]["schedule"],
+    )  # fmt: skip
+    # the pruning section says what ran, not "auto"; the request is kept beside it
+    assert pruning["criterion"] == chosen["criterion"]
+    assert pruning["schedule"] == chosen["schedule"]
+    assert selection["requested"] == {"criterion": "auto", "schedule": "auto"}
+    # scored on rows held out of the training split (1,437 digits → 287), not on validation
+    assert selection["evaluated_on"]["rows"] == 287
+    assert "training split" in selection["evaluated_on"]["split"]
+    assert "chose " in auto_run["stderr"] and "trial 4/4" in auto_run["stderr"]
+    assert any("chosen by trial" in n for n in auto_run["manifest"]["notes"])
+
+
+class _TwoChannels(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.hidden = nn.Linear(1, 2, bias=False)
+        self.out = nn.Linear(2, 1, bias=False)
+        with torch.no_grad():
+            self.hidden.weight.copy_(torch.tensor([[3.0], [0.1]]))
+            self.out.weight.copy_(torch.tensor([[2.0, 0.1]]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.hidden(x))
+
+
+def test_taylor_scores_do_not_cancel_across_batches() -> None:
+    # Two batches whose gradients are exact opposites: their sum is zero, so a score of
+    # |w · Σ grad| ranks nothing; per-batch squares still see that channel 0 carries the output.
+    model, x = _TwoChannels(), torch.ones(4, 1)
+    batches = [(x, torch.ones(4)), (x, -torch.ones(4))]
+    pruner = ChannelPruner(model, x, criterion="taylor", ratio=0.5, calibration=batches,
+                           loss_fn=lambda out, y: (out.squeeze(1) * y).sum(),
+                           ignored_layers=[model.out])  # fmt: skip
+    pruner.step()
+    assert model.hidden.weight.shape == (1, 1)
+    assert model.hidden.weight.item() == pytest.approx(3.0)  # the carrying channel stayed
+
+
+def test_a_one_epoch_recovery_decays_its_learning_rate_within_the_epoch() -> None:
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    data = [(torch.randn(8, 4), torch.randint(0, 3, (8,))) for _ in range(10)]
+    snapshots: list[torch.Tensor] = []
+
+    class Recording(list):  # a sized loader that snapshots the weights before each batch
+        def __iter__(self) -> Any:
+            for batch in super().__iter__():
+                snapshots.append(model.weight.detach().clone())
+                yield batch
+
+    train(model, Recording(data), epochs=1, lr=0.05, progress=False)
+    snapshots.append(model.weight.detach().clone())
+    first = (snapshots[1] - snapshots[0]).abs().max()
+    last = (snapshots[-1] - snapshots[-2]).abs().max()
+    assert last < 0.1 * first  # Adam's step follows the rate: ~lr at first, ~0 at the end
+
+
+def test_data_that_cannot_be_split_is_scored_on_validation_and_says_so() -> None:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from pruneguard.pruning.selection import _split
+
+    ds = TensorDataset(torch.randn(5, 1), torch.zeros(5, dtype=torch.long))
+    data = {"train": DataLoader(ds, batch_size=2), "val": DataLoader(ds, batch_size=2)}
+    fit, holdout, split = _split(data, seed=0)
+    assert fit is data["train"] and holdout is data["val"] and "validation split" in split
