@@ -3,8 +3,11 @@
 Claims checked, averaged over seeds (the held-out split is fixed: 360 rows, so one accuracy
 point is ~3.6 rows); per-seed numbers are in the output too:
 
-1. At ≥70% MAC reduction, iterative pruning with recovery (the built-in digits-cnn recipe,
-   unchanged) keeps accuracy within 1 point of the dense model.
+1. At ≥70% MAC reduction, the built-in digits-cnn recipe, unchanged (``criterion: auto``,
+   ``schedule: auto``: a trial picks them first), keeps accuracy within 1 point of the dense
+   model on every seed; ``built_in_70`` also records what the trial chose and how long it
+   took, against the rest of the run. Iterative Taylor (the recipe before auto) is kept
+   beside it as ``iterative_taylor_70``.
 2. Iterative ≥ one-shot at high sparsity (70% and 90% of the MACs removed). "one_shot" is the
    same recipe with a one-shot schedule (its final finetune only); "one_shot_matched" also
    gets the epochs the iterative run spends on recovery, so only the schedule differs.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from dataclasses import replace
@@ -38,14 +42,18 @@ def _variants(base: Any) -> dict[str, Any]:
     matched = Finetune(budget, ft.lr, ft.distill, 0)
     free = replace(base, round_to=None)
     found: dict[str, Any] = {}
-    for level, start in ((70, base), (90, variant(free, target=0.9))):
+    taylor = variant(base, criterion="taylor", schedule="iterative")
+    for level, start in ((70, taylor), (90, variant(free, target=0.9, criterion="taylor",
+                                                    schedule="iterative"))):  # fmt: skip
         one_shot = variant(start, schedule="one-shot")
         found[f"iterative_taylor_{level}"] = start
         found[f"one_shot_taylor_{level}"] = one_shot
         found[f"one_shot_matched_taylor_{level}"] = replace(one_shot, finetune=matched)
     for criterion in CRITERIA:
         if criterion != "taylor":
-            found[f"iterative_{criterion}_90"] = variant(free, target=0.9, criterion=criterion)
+            found[f"iterative_{criterion}_90"] = variant(
+                free, target=0.9, criterion=criterion, schedule="iterative"
+            )
         short = variant(free, target=0.9, criterion=criterion, schedule="one-shot")
         found[f"one_epoch_{criterion}_90"] = replace(short, finetune=Finetune(1, ft.lr, False, 0))
         for level in (20, 50):
@@ -61,8 +69,11 @@ def run_seed(seed: int) -> dict[str, Any]:
     from pruneguard.pruning.recipe import load_recipe
 
     base = load_recipe("digits-cnn").with_seed(seed)
-    prep = prepare(base, progress=False)
+    started = time.perf_counter()
+    prep = prepare(base, progress=False)  # trains the dense model, then runs the trial
+    prepared = time.perf_counter() - started
     result: dict[str, Any] = {"dense_accuracy": prep.baseline.accuracy}
+    result["built_in_70"] = _built_in(prep, prepared)
     for name, recipe in _variants(base).items():
         started = time.perf_counter()
         model = prune_copy(prep, recipe, progress=False)
@@ -77,10 +88,32 @@ def run_seed(seed: int) -> dict[str, Any]:
     return result
 
 
+def _built_in(prep: Any, prepared: float) -> dict[str, Any]:
+    """The built-in recipe as `prune` runs it, with the trial's cost beside the run's."""
+    from pruneguard.pruning.pipeline import evaluate, prune_copy
+
+    started = time.perf_counter()
+    model = prune_copy(prep, progress=False)
+    ev = evaluate(model, prep.data["val"], prep.example)
+    selection = prep.selection or {}
+    trial = selection.get("seconds", 0.0)
+    rest = prepared - trial + time.perf_counter() - started  # dense training + the real prune
+    return {
+        "accuracy": ev.accuracy,
+        "drop_points": round((prep.baseline.accuracy - ev.accuracy) * 100, 3),
+        "macs_reduction": round(1 - ev.macs / prep.baseline.macs, 4),
+        "chosen": selection.get("chosen"),
+        "trials": selection.get("trials"),
+        "trial_seconds": trial,
+        "rest_of_run_seconds": round(rest, 1),
+        "trial_share_of_training_batches": selection.get("budget", {}).get("share_of_run"),
+    }
+
+
 def _claims(mean: dict[str, float], dense: float, worst_drop: float) -> dict[str, bool]:
     claims = {
-        "iterative_70_within_1_point_mean": (dense - mean["iterative_taylor_70"]) * 100 <= 1.0,
-        "iterative_70_within_1_point_every_seed": worst_drop <= 1.0,
+        "built_in_70_within_1_point_mean": (dense - mean["built_in_70"]) * 100 <= 1.0,
+        "built_in_70_within_1_point_every_seed": worst_drop <= 1.0,
     }
     for level in LEVELS:
         for kind in ("one_shot", "one_shot_matched"):
@@ -106,7 +139,7 @@ def main() -> None:
     dense = sum(s["dense_accuracy"] for s in per_seed) / len(per_seed)
     names = [k for k in per_seed[0] if k != "dense_accuracy"]
     mean = {n: round(sum(s[n]["accuracy"] for s in per_seed) / len(per_seed), 4) for n in names}
-    worst_drop = max(s["iterative_taylor_70"]["drop_points"] for s in per_seed)
+    worst_drop = max(s["built_in_70"]["drop_points"] for s in per_seed)
     report = {
         "bench": "digits_accuracy",
         "validation_rows": 360,
@@ -114,6 +147,12 @@ def main() -> None:
         "dense_accuracy_mean": round(dense, 4),
         "mean_accuracy": mean,
         "claims": _claims(mean, dense, worst_drop),
+        "built_in_trial_seconds_mean": round(
+            statistics.mean(s["built_in_70"]["trial_seconds"] for s in per_seed), 2
+        ),
+        "built_in_rest_of_run_seconds_mean": round(
+            statistics.mean(s["built_in_70"]["rest_of_run_seconds"] for s in per_seed), 1
+        ),
         "per_seed": dict(zip(map(str, seeds), per_seed, strict=True)),
         "seconds": round(time.perf_counter() - started, 1),
     }

@@ -120,8 +120,9 @@ def run_one(arch: str, target: float, seed: int) -> dict[str, Any]:
     else:
         model = prune_copy(prep, progress=False)
         ev = evaluate(model, prep.data["val"], prep.example)
-        chosen = prep.recipe
-        recovery = FINETUNE_EPOCHS + RECOVERY_EPOCHS * (chosen.schedule.steps - 1)
+        chosen = prep.recipe  # a one-shot choice trains as long as the iterative candidate
+        ft = chosen.finetune
+        recovery = ft.epochs + ft.recovery_epochs * (chosen.schedule.steps - 1)
         row["pruneguard"] = {
             "reached": True,
             "drop_points": round((prep.baseline.accuracy - ev.accuracy) * 100, 3),

@@ -61,6 +61,7 @@ class Trial:
     criterion: str
     schedule: str
     steps: int
+    epochs: int  # of training after the first cut: recovery rounds + final finetune
     accuracy: float  # on the holdout of the training split
     seconds: float
 
@@ -88,12 +89,16 @@ class Selection:
     split: str
     seconds: float
 
-    def as_dict(self, requested: Recipe) -> dict[str, Any]:
+    def as_dict(self, requested: Recipe, chosen: Recipe) -> dict[str, Any]:
         """JSON-able, for the manifest's ``pruning.selection``."""
         n = len(self.trials)
         return {
             "requested": {"criterion": requested.criterion, "schedule": requested.schedule.kind},
-            "chosen": {"criterion": self.criterion, "schedule": asdict(self.schedule)},
+            "chosen": {
+                "criterion": self.criterion,
+                "schedule": asdict(self.schedule),
+                "finetune": asdict(chosen.finetune),
+            },
             "prior": self.prior,
             "trials": [asdict(t) for t in self.trials],
             "evaluated_on": {"split": self.split, "rows": self.holdout_rows},
@@ -106,39 +111,43 @@ class Selection:
         }
 
 
-def candidates(recipe: Recipe) -> tuple[list[tuple[str, Schedule]], str]:
-    """The (criterion, schedule) pairs to try, in prior order, and the prior in words."""
+def candidates(recipe: Recipe) -> tuple[list[Recipe], str]:
+    """The recipes to try (each a concrete criterion and schedule), in prior order, and the
+    prior in words. With ``schedule: auto`` the one-shot candidate trains as long as the
+    iterative one, all of it after its one cut (what Torch-Pruning's default does)."""
     criteria = CANDIDATE_CRITERIA if recipe.criterion == "auto" else (recipe.criterion,)
     steps = recipe.schedule.steps if recipe.schedule.steps > 1 else DEFAULT_STEPS
-    one_shot, iterative = Schedule("one-shot", 1), Schedule("iterative", steps)
+    iterative = replace(recipe, schedule=Schedule("iterative", steps))
     if recipe.schedule.kind != "auto":
-        schedules = [recipe.schedule]
+        schedules = [recipe]
         prior = f"schedule {recipe.schedule.kind} as the recipe says"
     else:
+        matched = replace(recipe.finetune, epochs=_passes(iterative))
+        one_shot = replace(recipe, schedule=Schedule("one-shot", 1), finetune=matched)
         removed = removed_fraction(recipe.target)
         heavy = removed is not None and removed > ITERATIVE_ABOVE
         schedules = [iterative, one_shot] if heavy else [one_shot, iterative]
         about = "an unknown share" if removed is None else f"about {removed:.0%}"
         prior = (
             f"removing {about} ({'over' if heavy else 'not over'} {ITERATIVE_ABOVE:.0%}): "
-            f"{schedules[0].kind} first"
+            f"{schedules[0].schedule.kind} first"
         )
-    pairs = [(c, s) for s in schedules for c in criteria]
-    return pairs, f"{prior}; criteria in the order {', '.join(criteria)}; ties go to the first"
+    found = [replace(r, criterion=c, quantize=None) for r in schedules for c in criteria]
+    return found, f"{prior}; criteria in the order {', '.join(criteria)}; ties go to the first"
 
 
-def _passes(recipe: Recipe, schedule: Schedule) -> int:
+def _passes(recipe: Recipe) -> int:
+    """A recipe's training after its first cut, in epochs: recovery rounds + final finetune."""
     ft = recipe.finetune
-    return ft.epochs + ft.recovery_epochs * (schedule.steps - 1)
+    return ft.epochs + ft.recovery_epochs * (recipe.schedule.steps - 1)
 
 
 def trial_budget(recipe: Recipe, train_batches: int, fit_batches: int) -> Budget:
     """The trial subset's size: all candidates' passes within :data:`TRIAL_SHARE` of the run."""
-    pairs, _ = candidates(recipe)
-    passes = sum(max(_passes(recipe, s), 1) for _, s in pairs)
-    steps = max(s.steps for _, s in pairs)
-    epochs = (recipe.train.epochs if recipe.train else 0) + _passes(recipe, Schedule("", steps))
-    run_batches = max(epochs, 1) * train_batches
+    tried, _ = candidates(recipe)
+    passes = sum(max(_passes(c), 1) for c in tried)
+    dense = recipe.train.epochs if recipe.train else 0
+    run_batches = max(dense + max(_passes(c) for c in tried), 1) * train_batches
     per_pass = math.floor(TRIAL_SHARE * run_batches / passes)
     return Budget(max(MIN_BATCHES, min(per_pass, fit_batches)), passes, run_batches)
 
@@ -148,32 +157,30 @@ def select(prep: Prepared, *, progress: bool = True) -> tuple[Prepared, dict[str
     from pruneguard.pruning.pipeline import evaluate, prune_copy
 
     recipe, say = prep.recipe, reporter(progress)
-    pairs, prior = candidates(recipe)
+    tried, prior = candidates(recipe)
     fit, holdout, split = _split(prep.data, recipe.seed)
     budget = trial_budget(recipe, len(prep.data["train"]), len(fit))
     subset = _first_batches(fit, budget.batches_per_pass)
     trial_prep = replace(prep, data={"train": subset, "val": holdout})
-    say(f"choosing the criterion/schedule: {len(pairs)} trials, the recipe's finetune in "
+    say(f"choosing the criterion/schedule: {len(tried)} trials, the recipe's finetune in "
         f"passes of {budget.batches_per_pass} batches, scored on {split}")  # fmt: skip
     started, trials = time.perf_counter(), []
-    for i, (criterion, schedule) in enumerate(pairs):
+    for i, candidate in enumerate(tried):
         t0 = time.perf_counter()
-        trial = replace(recipe, criterion=criterion, schedule=schedule, quantize=None)
-        model = prune_copy(trial_prep, trial, progress=False)
+        model = prune_copy(trial_prep, candidate, progress=False)
         acc = evaluate(model, holdout, prep.example).accuracy
-        trials.append(
-            Trial(criterion, schedule.kind, schedule.steps, acc, time.perf_counter() - t0)
-        )
-        say(f"trial {i + 1}/{len(pairs)}: {criterion}, {schedule.kind} × {schedule.steps}: "
+        s = candidate.schedule
+        trials.append(Trial(candidate.criterion, s.kind, s.steps, _passes(candidate), acc,
+                            time.perf_counter() - t0))  # fmt: skip
+        say(f"trial {i + 1}/{len(tried)}: {candidate.criterion}, {s.kind} × {s.steps}: "
             f"holdout accuracy {acc:.4f}")  # fmt: skip
-    best = max(range(len(trials)), key=lambda k: (trials[k].accuracy, -k))
-    criterion, schedule = pairs[best]
-    say(f"chose {criterion}, {schedule.kind} × {schedule.steps}")
-    chosen = replace(recipe, criterion=criterion, schedule=schedule)
+    best = tried[max(range(len(trials)), key=lambda k: (trials[k].accuracy, -k))]
+    say(f"chose {best.criterion}, {best.schedule.kind} × {best.schedule.steps}")
     rows = sum(len(y) for _, y in holdout)
-    result = Selection(criterion, schedule, tuple(trials), prior, budget, rows, split,
+    result = Selection(best.criterion, best.schedule, tuple(trials), prior, budget, rows, split,
                        time.perf_counter() - started)  # fmt: skip
-    return replace(prep, recipe=chosen), result.as_dict(recipe)
+    chosen = replace(best, quantize=recipe.quantize)
+    return replace(prep, recipe=chosen), result.as_dict(recipe, chosen)
 
 
 def _split(data: dict[str, DataLoader], seed: int) -> tuple[DataLoader, DataLoader, str]:

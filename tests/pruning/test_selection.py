@@ -36,20 +36,30 @@ def _recipe(**changes: Any) -> Any:
 
 def test_the_prior_orders_the_candidates_and_does_not_drop_any() -> None:
     heavy, _ = candidates(_recipe(target={"macs_reduction": 0.7}))
-    assert [(c, s.kind) for c, s in heavy] == [
+    assert [(c.criterion, c.schedule.kind) for c in heavy] == [
         ("taylor", "iterative"), ("l2", "iterative"), ("taylor", "one-shot"), ("l2", "one-shot"),
     ]  # fmt: skip
     light, prior = candidates(_recipe(target={"ratio": 0.1}))
-    assert [s.kind for _, s in light] == ["one-shot", "one-shot", "iterative", "iterative"]
+    assert [c.schedule.kind for c in light] == ["one-shot", "one-shot", "iterative", "iterative"]
     assert "one-shot first" in prior
-    assert all(s.steps == 2 for _, s in light if s.kind == "iterative")  # the recipe's steps
+    assert all(c.schedule.steps == 2 for c in light if c.schedule.kind == "iterative")
+
+
+def test_one_shot_trains_as_long_as_iterative_all_after_its_cut() -> None:
+    tried, _ = candidates(_recipe(finetune={"epochs": 4, "lr": 0.002, "recovery_epochs": 2}))
+    by_kind = {c.schedule.kind: c.finetune for c in tried}
+    assert by_kind["iterative"].epochs == 4 and by_kind["iterative"].recovery_epochs == 2
+    assert by_kind["one-shot"].epochs == 4 + 2 * (2 - 1)  # the iterative one's recovery, too
 
 
 def test_a_fixed_criterion_or_schedule_is_kept() -> None:
     only_schedule, _ = candidates(_recipe(criterion="l1"))
-    assert {c for c, _ in only_schedule} == {"l1"} and len(only_schedule) == 2
+    assert {c.criterion for c in only_schedule} == {"l1"} and len(only_schedule) == 2
     only_criterion, _ = candidates(_recipe(schedule={"kind": "one-shot"}))
-    assert [(c, s.kind) for c, s in only_criterion] == [("taylor", "one-shot"), ("l2", "one-shot")]
+    assert [(c.criterion, c.schedule.kind, c.finetune.epochs) for c in only_criterion] == [
+        ("taylor", "one-shot", 1),
+        ("l2", "one-shot", 1),
+    ]  # fmt: skip  (a one-shot recipe keeps its own finetune)
 
 
 @pytest.mark.parametrize("train_batches", [5, 23, 400])
@@ -58,8 +68,8 @@ def test_the_trials_are_the_run_in_small_within_a_bounded_budget(train_batches: 
     budget = trial_budget(recipe, train_batches, fit_batches=train_batches)
     # the run: dense training 15 + recovery 1 (2 steps) + final finetune 1 = 17 epochs
     assert budget.run_batches == 17 * train_batches
-    # each trial keeps the recipe's finetune: iterative 1 + 1 passes, one-shot 1; 2 criteria
-    assert budget.passes == 2 * (1 + 1) + 2 * 1
+    # each trial keeps the recipe's finetune: iterative 1 + 1 passes, one-shot as many; 2 each
+    assert budget.passes == 2 * (1 + 1) + 2 * 2
     spent = budget.passes * budget.batches_per_pass
     assert spent <= TRIAL_SHARE * budget.run_batches or budget.batches_per_pass == MIN_BATCHES
     assert budget.share == pytest.approx(spent / budget.run_batches)
@@ -93,6 +103,7 @@ def test_the_run_uses_the_best_trial_and_records_the_table(auto_run: dict[str, A
     assert (chosen["criterion"], chosen["schedule"]["kind"]) == (
         trials[best]["criterion"], trials[best]["schedule"],
     )  # fmt: skip
+    assert pruning["finetune"] == chosen["finetune"]  # a one-shot choice trains as it was tried
     # the pruning section says what ran, not "auto"; the request is kept beside it
     assert pruning["criterion"] == chosen["criterion"]
     assert pruning["schedule"] == chosen["schedule"]
