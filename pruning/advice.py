@@ -191,9 +191,8 @@ def advise(
     select = "auto" if suggested in SELECTING_METHODS else None
     if select:
         reasons.append(
-            "That rule can be far off on a net it was not written for (iterative Taylor lost "
-            "points on a DenseNet-style net where one-shot L2 did not), so let a short trial on "
-            "your model choose: criterion: auto and schedule: auto prune a copy with each "
+            "That rule of thumb can be far off on a net it was not written for, so let a short "
+            "trial on your model choose: criterion: auto and schedule: auto prune a copy with each "
             "candidate at the target, recover briefly, and keep the best on rows held out of "
             "the training split (within a quarter of the run's training; the table goes in "
             "the manifest's pruning.selection)."

@@ -6,7 +6,7 @@ criterion  score of a channel (summed over the layers of its group)       needs 
 l1         Σ|w| of the channel's weights (tp ``GroupMagnitudeImportance``) no
 l2         Σw² of the channel's weights (same, ``p=2``)                    no
 gradient   Σ|∂L/∂w| of the channel's weights over calibration batches      yes
-taylor     Σ_batches (Σ_channel w·∂L/∂w)² — first-order Taylor (Molchanov) yes
+taylor     Σ|w·∂L/∂w| — first-order Taylor (tp ``GroupTaylorImportance``)  yes
 activation mean |activation| of the channel over calibration batches       yes (no labels)
 random     uniform noise (tp ``RandomImportance``): the control            no
 ========== ============================================================== ===========
@@ -30,7 +30,6 @@ __all__ = [
     "DATA_CRITERIA",
     "ActivationImportance",
     "GradientImportance",
-    "TaylorImportance",
     "make_importance",
     "prepare_importance",
 ]
@@ -101,63 +100,6 @@ class GradientImportance(_ChannelScoreImportance):
         return g[idxs].flatten(1).abs().sum(1)
 
 
-class TaylorImportance(_ChannelScoreImportance):
-    """First-order Taylor per channel and batch, squared, summed over calibration batches.
-
-    Removing a channel changes the loss by about −Σ w·∂L/∂w over its weights (Molchanov et
-    al., 2019); each batch gives one sample of that change, squared so that the samples do
-    not cancel. torch_pruning's ``GroupTaylorImportance`` scores |w·Σ_b ∂L_b/∂w| per weight
-    instead: once recovery finetuning has fit the training batches their gradients are small
-    and point every way, the sum cancels and the ranking is noise (on a DenseNet-style net,
-    iterative Taylor's last step cost 7–9 points where L2's cost 1–2).
-    """
-
-    def __init__(self) -> None:
-        super().__init__(p=1)
-        self._sums: dict[tuple[str, nn.Module], torch.Tensor] = {}
-
-    @torch.no_grad()
-    def __call__(self, group: Any) -> torch.Tensor | None:
-        scores, roots = self._layer_scores(
-            group, (*_OUT_FNS, *_IN_FNS, *_DW_FNS, F.prune_batchnorm_out_channels)
-        )
-        return self._finish(scores, roots)
-
-    def reset(self) -> None:
-        self._sums = {}
-
-    @torch.no_grad()
-    def add_batch(self, model: nn.Module) -> None:
-        """Add one batch's squared per-channel terms, from the gradients now in ``.grad``."""
-        for m in model.modules():
-            w = getattr(m, "weight", None)
-            if not isinstance(m, _CONV | nn.Linear | _BN) or w is None or w.grad is None:
-                continue
-            wg = w * w.grad
-            if isinstance(m, _BN):
-                self._add(("out", m), wg)
-                continue
-            if getattr(m, "transposed", False):
-                wg = wg.transpose(0, 1)
-            self._add(("out", m), wg.flatten(1).sum(1))
-            self._add(("in", m), wg.transpose(0, 1).flatten(1).sum(1))
-
-    def _add(self, key: tuple[str, nn.Module], per_channel: torch.Tensor) -> None:
-        sq = per_channel.pow(2)
-        self._sums[key] = self._sums[key] + sq if key in self._sums else sq
-
-    def _score(
-        self, layer: nn.Module, fn: Callable[..., Any], idxs: list[int]
-    ) -> torch.Tensor | None:
-        side = "in" if fn in _IN_FNS else "out"
-        values = self._sums.get((side, layer))
-        if values is None:
-            return None
-        if side == "in" and isinstance(layer, _CONV) and layer.groups not in (1, layer.in_channels):
-            values = values.repeat(layer.groups)
-        return values[idxs]
-
-
 class ActivationImportance(_ChannelScoreImportance):
     """Mean |activation| per channel, gathered by forward hooks over calibration batches.
 
@@ -222,7 +164,7 @@ _FACTORIES: dict[str, Callable[[], Any]] = {
     "l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
     "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
     "gradient": GradientImportance,
-    "taylor": TaylorImportance,
+    "taylor": tp.importance.GroupTaylorImportance,
     "activation": ActivationImportance,
     "random": tp.importance.RandomImportance,
 }
@@ -251,7 +193,9 @@ def prepare_importance(
     Gradient criteria get ∂L/∂w accumulated over the batches in ``.grad``; activation gets
     per-channel statistics. BatchNorm statistics are not touched (eval mode).
     """
-    if not isinstance(importance, GradientImportance | TaylorImportance | ActivationImportance):
+    if not isinstance(
+        importance, GradientImportance | ActivationImportance | tp.importance.GroupTaylorImportance
+    ):
         return
     was_training = model.training
     model.eval()
@@ -260,14 +204,8 @@ def prepare_importance(
             importance.collect(model, (x for x, _ in calibration))
             return
         model.zero_grad(set_to_none=True)
-        if isinstance(importance, TaylorImportance):
-            importance.reset()
         with torch.enable_grad():
             for x, y in calibration:
-                if isinstance(importance, TaylorImportance):
-                    model.zero_grad(set_to_none=True)
                 loss_fn(model(x), y).backward()
-                if isinstance(importance, TaylorImportance):
-                    importance.add_batch(model)
     finally:
         model.train(was_training)
