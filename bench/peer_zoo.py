@@ -118,7 +118,8 @@ def run_one(arch: str, target: float, seed: int) -> dict[str, Any]:
         row["pruneguard"] = {"reached": False, "error": str(exc)}
         prep = prepare(recipe(arch, 0.5, seed).with_seed(seed), progress=False)  # a dense model
     else:
-        model = prune_copy(prep, progress=False)
+        safety: list[dict[str, Any]] = []
+        model = prune_copy(prep, progress=False, safety=safety)
         ev = evaluate(model, prep.data["val"], prep.example)
         chosen = prep.recipe  # a one-shot choice trains as long as the iterative candidate
         ft = chosen.finetune
@@ -129,6 +130,7 @@ def run_one(arch: str, target: float, seed: int) -> dict[str, Any]:
             "macs_reduction": round(1 - ev.macs / prep.baseline.macs, 4),
             "chosen": f"{chosen.criterion} {chosen.schedule.kind}x{chosen.schedule.steps}",
             "recovery_epochs": recovery,
+            "safety_net_fired": [r["step"] for r in safety if "action" in r],
             "trial_seconds": prep.selection["seconds"] if prep.selection else 0.0,
             "trial_share_of_run": prep.selection["budget"]["share_of_run"] if prep.selection else 0.0,
             "seconds": round(time.perf_counter() - started, 1),
@@ -178,7 +180,9 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         f"{r['arch']}@{r['target']}" for r in rows
         if r["peer"]["reached"] and not r["pruneguard"]["reached"]
     ]  # fmt: skip
+    fired = [r for r in rows if r["pruneguard"].get("safety_net_fired")]
     return {
+        "safety_net_fired_in": [f"{r['arch']}@{r['target']} seed {r['seed']}" for r in fired],
         "pruneguard_mean_drop": round(mine_all, 3),
         "peer_mean_drop": round(peer_all, 3),
         "per_arch": per_arch,

@@ -3,8 +3,8 @@
 A rule of thumb (one shot below ~30% removed, iterative above ~50%, Taylor scores) is
 sometimes far off on a net it was not written for. So before pruning for real, each
 candidate — criteria :data:`CANDIDATE_CRITERIA` × one-shot and iterative — prunes a copy of
-the trained dense model to the recipe's target, recovers with the same small budget, and is
-scored on rows held out of the training split. The best one is what the run uses; the table
+the trained dense model to the recipe's target, recovers as the recipe does but on a small
+subset of the data, and is scored on rows held out of the training split. The best one is what the run uses; the table
 goes into the manifest (``pruning.selection``).
 
 - **Held out of the training split**, not the validation split: the validation split reports
@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from pruneguard.pruning.advice import ITERATIVE_ABOVE, removed_fraction
 from pruneguard.pruning.progress import reporter
 from pruneguard.pruning.recipe import Recipe, Schedule
+from pruneguard.registry.errors import ConfigError
 
 if TYPE_CHECKING:
     from torch.utils.data import DataLoader
@@ -157,9 +158,17 @@ def select(prep: Prepared, *, progress: bool = True) -> tuple[Prepared, dict[str
     from pruneguard.pruning.pipeline import evaluate, prune_copy
 
     recipe, say = prep.recipe, reporter(progress)
+    try:
+        train_batches = len(prep.data["train"])
+    except TypeError:
+        raise ConfigError(
+            "criterion/schedule auto sizes its trial from the training loader's length, and this "
+            "one has none (an iterable dataset). Fix: give the DataLoader a map-style dataset, "
+            "or set criterion and schedule.kind explicitly."
+        ) from None
     tried, prior = candidates(recipe)
     fit, holdout, split = _split(prep.data, recipe.seed)
-    budget = trial_budget(recipe, len(prep.data["train"]), len(fit))
+    budget = trial_budget(recipe, train_batches, len(fit))
     subset = _first_batches(fit, budget.batches_per_pass)
     trial_prep = replace(prep, data={"train": subset, "val": holdout})
     say(f"choosing the criterion/schedule: {len(tried)} trials, the recipe's finetune in "

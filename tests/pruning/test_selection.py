@@ -142,3 +142,19 @@ def test_data_that_cannot_be_split_is_scored_on_validation_and_says_so() -> None
     data = {"train": DataLoader(ds, batch_size=2), "val": DataLoader(ds, batch_size=2)}
     fit, holdout, split = _split(data, seed=0)
     assert fit is data["train"] and holdout is data["val"] and "validation split" in split
+
+
+def test_a_training_loader_without_a_length_is_refused_with_the_fix() -> None:
+    from types import SimpleNamespace
+
+    from torch.utils.data import DataLoader, IterableDataset
+
+    from pruneguard.pruning.selection import select
+
+    class Stream(IterableDataset):
+        def __iter__(self) -> Any:
+            yield torch.zeros(1, 8, 8), torch.tensor(0)
+
+    prep = SimpleNamespace(recipe=_recipe(), data={"train": DataLoader(Stream(), batch_size=None)})
+    with pytest.raises(ConfigError, match=r"iterable dataset.*Fix: .*map-style"):
+        select(prep, progress=False)  # type: ignore[arg-type]
