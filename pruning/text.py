@@ -267,6 +267,13 @@ class TextClassifier(nn.Module):
         """Token hidden states of the last layer, ``(batch, seq, hidden)``."""
         return self._run(input_ids, attention_mask, token_type_ids, True).hidden_states[-1]
 
+    def hidden_and_logits(
+        self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """The last layer's token hidden states and the class logits, from one pass."""
+        out = self._run(input_ids, attention_mask, token_type_ids, True)
+        return out.hidden_states[-1], out.logits
+
     def forward(
         self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None
     ) -> Tensor:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from pruneguard.pruning.recipe import Recipe
+    from pruneguard.pruning.tasks.losses import DistillLoss
 
 __all__ = ["TextAdapter", "TextEval", "frame", "mean_cosine", "text_adapter"]
 
@@ -52,6 +53,7 @@ class TextAdapter(Protocol):
     train_texts: list[str]
     note: str
     output_name: str
+    distill_loss: DistillLoss  # what recovery matches in the dense teacher (.losses)
 
     def evaluate(self, model: nn.Module) -> TextEval: ...
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pruneguard.pruning.tasks import TextEval, frame, mean_cosine
+from pruneguard.pruning.tasks.losses import DistillLoss, HiddenStates
 from pruneguard.registry.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ class EmbeddingAdapter:
     note = EMBEDDING_NOTE
     # not "embedding": the exporter already names the output of aten.embedding that way
     output_name = "sentence_embedding"
+    distill_loss: DistillLoss = HiddenStates()
 
     def __init__(self, recipe: Recipe, *, train_limit: int | None, eval_pairs: int | None) -> None:
         from pruneguard.pruning.text import (

@@ -12,6 +12,7 @@ import numpy as np
 
 from pruneguard.pruning.recipe import TEXT_CLASSIFIER as MINILM_TOPICS
 from pruneguard.pruning.tasks import TextEval, frame
+from pruneguard.pruning.tasks.losses import DistillLoss, HiddenStatesAndLogits
 from pruneguard.registry.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ class ClassifierAdapter:
 
     note = CLASSIFIER_NOTE
     output_name = "logits"
+    distill_loss: DistillLoss = HiddenStatesAndLogits()
 
     def __init__(self, recipe: Recipe, *, train_limit: int | None, max_length: int) -> None:
         from pruneguard.pruning.text import load_classifier, minilm_path
