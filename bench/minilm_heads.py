@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pruneguard.pruning import transformer
+from pruneguard.pruning import pipeline, transformer
 from pruneguard.pruning.methods.heads import HeadPruner
 from pruneguard.pruning.recipe import load_recipe
 from pruneguard.pruning.text import load_minilm, load_paraphrases, load_sentences
@@ -104,7 +104,7 @@ def main() -> None:
     )
     start, load_before = time.time(), os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
-        _, pm = transformer.run(recipe, Path(tmp) / "out", progress=True)
+        _, pm = pipeline.run(recipe, Path(tmp) / "out", progress=True)
     m, p = pm["metrics"], pm["pruning"]
     model, tokenizer = load_minilm()
     dense_eval = transformer.evaluate(model, tokenizer, load_paraphrases())

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pruneguard.pruning import transformer
+from pruneguard.pruning import pipeline
 from pruneguard.pruning.recipe import load_recipe
 
 
@@ -36,7 +36,7 @@ def main() -> None:
     )
     start, load_before = time.time(), os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
-        _, pm = transformer.run(recipe, Path(tmp) / "out", progress=True)
+        _, pm = pipeline.run(recipe, Path(tmp) / "out", progress=True)
     m, p = pm["metrics"], pm["pruning"]
     print(f"[minilm_layers] done in {time.time() - start:.0f}s", file=sys.stderr)
     result = {

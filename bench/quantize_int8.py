@@ -89,13 +89,13 @@ def _graph_digest(path: Path) -> str:
 def resnet50(args: argparse.Namespace) -> dict[str, Any]:
     from pruneguard.pruning.data import load_data
     from pruneguard.pruning.latency import compare_latency, make_session
-    from pruneguard.pruning.pipeline import calibration_feeds
+    from pruneguard.pruning.tasks.tensor_classification import calibration_feeds
 
     recipe = _with_int8(load_recipe("resnet50"), "static", args)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out"
         manifests = _run(recipe, out)
-        feeds = calibration_feeds(recipe, load_data(recipe.data, seed=recipe.seed))
+        feeds = calibration_feeds(recipe, load_data(recipe.data, seed=recipe.seed)["train"])
         _say(f"by hand: quant_pre_process + quantize_static on {len(feeds)} batches")
         _by_hand(out / "pruned" / "model.onnx", Path(tmp) / "hand_pruned.onnx", feeds)
         _by_hand(out / "dense" / "model.onnx", Path(tmp) / "hand_dense.onnx", feeds)

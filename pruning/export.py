@@ -8,7 +8,7 @@ import inspect
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
@@ -135,20 +135,26 @@ def export_onnx(
     onnx.checker.check_model(str(path), full_check=True)
 
 
-def parity(model: nn.Module, onnx_path: str | Path, inputs: torch.Tensor) -> float:
-    """Max |torch − ONNX Runtime| over the outputs for ``inputs``."""
+def parity(
+    model: nn.Module, onnx_path: str | Path, inputs: torch.Tensor | Mapping[str, np.ndarray]
+) -> float:
+    """Max |torch − ONNX Runtime| over the first output, for one input tensor or for named
+    feeds (in the graph's input order, passed to the model positionally)."""
     import torch
 
     from pruneguard.pruning.latency import make_session
 
     session = make_session(onnx_path)
-    name = session.get_inputs()[0].name
-    (onnx_out, *_) = session.run(None, {name: inputs.numpy().astype(np.float32)})
+    if isinstance(inputs, torch.Tensor):
+        feeds = {session.get_inputs()[0].name: inputs.numpy().astype(np.float32)}
+    else:
+        feeds = dict(inputs)
+    (onnx_out, *_) = session.run(None, feeds)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            torch_out = model(inputs).numpy()
+            torch_out = model(*(torch.from_numpy(v) for v in feeds.values())).numpy()
     finally:
         model.train(was_training)
     return float(np.max(np.abs(torch_out - onnx_out)))

@@ -15,10 +15,7 @@ from pruneguard.pruning.recipe import Recipe
 from pruneguard.registry.artifact import REQUIRED_METRICS, SCHEMA
 
 if TYPE_CHECKING:
-    import pandas as pd
-    from torch import nn
-
-    from pruneguard.pruning.pipeline import Evaluation, OnnxMeasure, Prepared
+    from pruneguard.pruning.artifacts import OnnxMeasure, RunRecord, Side
 
 __all__ = [
     "CPU_SPARSITY_NOTE",
@@ -28,7 +25,8 @@ __all__ = [
     "latency_metrics",
     "pruned_manifest",
     "quantized_manifest",
-    "reference_frame",
+    "selection_note",
+    "side_metrics",
     "versions",
 ]
 
@@ -116,144 +114,72 @@ def build_manifest(
     }
 
 
-# --- from the pipeline's measurements ----------------------------------------------------------
+# --- from a run's measurements (pruning/artifacts.py) ------------------------------------------
 
 
-def reference_frame(
-    evaluation: Evaluation, rows: int = 1000, max_features: int = 4096
-) -> pd.DataFrame:
-    """Validation rows as the drift reference: ``f0..fN`` (flattened input), ``label``, ``prediction``.
-
-    Inputs wider than ``max_features`` (images) keep only label and prediction: per-pixel
-    drift columns would be meaningless and huge.
-    """
-    import pandas as pd
-
-    flat = evaluation.inputs[:rows].reshape(min(rows, len(evaluation.inputs)), -1)
-    columns: dict[str, Any] = {}
-    if flat.shape[1] <= max_features:
-        columns = {f"f{i}": flat[:, i].astype("float32") for i in range(flat.shape[1])}
-    frame = pd.DataFrame(columns, index=range(len(flat)))
-    frame["label"] = evaluation.labels[:rows].astype("int64")
-    frame["prediction"] = evaluation.predictions[:rows].astype("int64")
-    return frame
-
-
-def _io(prep: Prepared) -> dict[str, Any]:
-    from pruneguard.pruning.data import class_labels, describe_inputs
-
-    n_out = int(prep.model(prep.example).shape[1])
-    return io_spec(
-        input_shape=list(prep.example.shape[1:]),
-        n_outputs=n_out,
-        class_labels=class_labels(prep.recipe.data, n_out),
-        description=describe_inputs(prep.recipe.data),
-    )
-
-
-def _source(recipe: Recipe) -> dict[str, Any]:
-    model = recipe.model.builtin or recipe.model.factory
-    data = recipe.data.builtin or recipe.data.factory
-    return {"recipe": recipe.source, "model": model, "data": data, "seed": recipe.seed}
-
-
-def _common_notes(recipe: Recipe) -> list[str]:
-    if recipe.data.builtin == "synthetic":
-        return [
-            "Data is synthetic (random images, random labels): accuracy is meaningless; this artifact is for latency."
-        ]
-    return []
-
-
-def dense_manifest(prep: Prepared, onnx: OnnxMeasure) -> dict[str, Any]:
-    b = prep.baseline
-    setup = prep.recipe.export.latency_setup()
-    latency = latency_metrics(onnx.latency["dense"], onnx.latency["dense"], setup)
-    metrics = {
-        "accuracy": b.accuracy,
-        "baseline_accuracy": b.accuracy,
-        "accuracy_drop": 0.0,
-        "params": b.params,
-        "baseline_params": b.params,
-        "params_reduction": 0.0,
-        "macs": b.macs,
-        "baseline_macs": b.macs,
-        "macs_reduction": 0.0,
-        "onnx_bytes": onnx.onnx_bytes["dense"],
+def side_metrics(
+    recipe: Recipe, dense: Side, side: Side, label: str, quality: Mapping[str, Any],
+    onnx: OnnxMeasure,
+) -> dict[str, Any]:  # fmt: skip
+    """The metrics every artifact has (DESIGN §3.2), for ``side`` (measured as ``label``)
+    against ``dense``, then the task's ``quality`` figures and the side's own extras."""
+    d, e = dense.evaluation, side.evaluation
+    return {
+        "accuracy": e.accuracy,
+        "baseline_accuracy": d.accuracy,
+        "accuracy_drop": d.accuracy - e.accuracy,
+        "params": side.params,
+        "baseline_params": dense.params,
+        "params_reduction": 1.0 - side.params / dense.params,
+        "macs": side.macs,
+        "baseline_macs": dense.macs,
+        "macs_reduction": 1.0 - side.macs / dense.macs,
+        "onnx_bytes": onnx.onnx_bytes[label],
         "baseline_onnx_bytes": onnx.onnx_bytes["dense"],
-        **latency,
-        "parity_max_abs_diff": onnx.parity["dense"],
-        "agreement_with_baseline": 1.0,
-        "validation_rows": len(b.labels),
+        **latency_metrics(
+            onnx.latency["dense"], onnx.latency[label], recipe.export.latency_setup()
+        ),
+        "parity_max_abs_diff": onnx.parity[label],
+        "agreement_with_baseline": float((e.predictions == d.predictions).mean()),
+        **quality,
+        **side.extra,
     }
-    train = prep.recipe.train
-    training = {"epochs": train.epochs, "lr": train.lr} if train else None
+
+
+def dense_manifest(
+    recipe: Recipe, dense: Side, quality: Mapping[str, Any], onnx: OnnxMeasure, *,
+    io: Mapping[str, Any], record: RunRecord,
+) -> dict[str, Any]:  # fmt: skip
     return build_manifest(
-        name=prep.recipe.name, kind="dense", parent=None, pruning=None, metrics=metrics,
-        io=_io(prep), notes=_common_notes(prep.recipe),
-        source={**_source(prep.recipe), "train": training},
+        name=recipe.name, kind="dense", parent=None, pruning=None,
+        metrics=side_metrics(recipe, dense, dense, "dense", quality, onnx), io=io,
+        notes=record.notes, source=record.source,
     )  # fmt: skip
 
 
 def pruned_manifest(
-    prep: Prepared,
-    pruned: Evaluation,
-    model: nn.Module,
-    onnx: OnnxMeasure,
-    parent: Mapping[str, Any],
-    *,
-    safety: Sequence[Mapping[str, Any]] = (),
-) -> dict[str, Any]:
-    """``safety``: what the iterative schedule's safety net saw, step by step (none: none ran)."""
-    b, recipe = prep.baseline, prep.recipe
-    metrics: dict[str, Any] = {
-        "accuracy": pruned.accuracy,
-        "baseline_accuracy": b.accuracy,
-        "accuracy_drop": b.accuracy - pruned.accuracy,
-        "params": pruned.params,
-        "baseline_params": b.params,
-        "params_reduction": 1.0 - pruned.params / b.params,
-        "macs": pruned.macs,
-        "baseline_macs": b.macs,
-        "macs_reduction": 1.0 - pruned.macs / b.macs,
-        "onnx_bytes": onnx.onnx_bytes["pruned"],
-        "baseline_onnx_bytes": onnx.onnx_bytes["dense"],
-        **latency_metrics(
-            onnx.latency["dense"], onnx.latency["pruned"], recipe.export.latency_setup()
-        ),
-        "parity_max_abs_diff": onnx.parity["pruned"],
-        "agreement_with_baseline": float((pruned.predictions == b.predictions).mean()),
-        "validation_rows": len(pruned.labels),
-    }
-    notes = _common_notes(recipe)
-    if recipe.method in ("unstructured", "nm"):
-        notes.append(_sparse_metrics(metrics, model, onnx))
-    pruning = {
-        **recipe.pruning_section(),
-        "resolved_amount": prep.amount,
-        "acceptance": recipe.acceptance(metrics),
-    }
-    if safety:
-        from pruneguard.pruning.schedule import SAFETY_DROP
-
-        pruning["safety_net"] = {"max_drop": SAFETY_DROP, "rows": "the calibration batches",
-                                 "steps": [dict(r) for r in safety]}  # fmt: skip
-        notes += [f"safety net: step {r['step']} {r['action']}" for r in safety if "action" in r]
-    if prep.selection is not None:
-        pruning["selection"] = prep.selection
-        notes.append(_selection_note(prep.selection))
-    if recipe.target.kind == "macs_reduction":
+    recipe: Recipe, dense: Side, pruned: Side, quality: Mapping[str, Any], onnx: OnnxMeasure, *,
+    io: Mapping[str, Any], record: RunRecord, parent: Mapping[str, Any],
+) -> dict[str, Any]:  # fmt: skip
+    metrics = side_metrics(recipe, dense, pruned, "pruned", quality, onnx)
+    notes = [*record.notes, *record.pruned_notes]
+    if recipe.method in ("unstructured", "nm") and onnx.gzip_bytes:
+        notes.append(_sparse_note(metrics, onnx))
+    pruning = dict(record.pruning)
+    if recipe.target.kind == "macs_reduction" and "resolved_amount" in pruning:
         notes.append(
-            f"Target macs_reduction {recipe.target.value:g}: searched channel ratio {prep.amount:.3f}, "
-            f"which removed {metrics['macs_reduction']:.3f} of the MACs."
+            f"Target macs_reduction {recipe.target.value:g}: searched channel ratio "
+            f"{pruning['resolved_amount']:.3f}, which removed {metrics['macs_reduction']:.3f} "
+            "of the MACs."
         )
+    pruning["acceptance"] = recipe.acceptance(metrics)
     return build_manifest(
         name=recipe.name, kind="pruned", parent=parent, pruning=pruning, metrics=metrics,
-        io=_io(prep), notes=notes, source=_source(recipe),
+        io=io, notes=notes, source=record.source,
     )  # fmt: skip
 
 
-def _selection_note(selection: Mapping[str, Any]) -> str:
+def selection_note(selection: Mapping[str, Any]) -> str:
     chosen, budget = selection["chosen"], selection["budget"]
     return (
         f"criterion/schedule chosen by trial: {chosen['criterion']}, "
@@ -264,13 +190,8 @@ def _selection_note(selection: Mapping[str, Any]) -> str:
     )
 
 
-def _sparse_metrics(metrics: dict[str, Any], model: nn.Module, onnx: OnnxMeasure) -> str:
-    """Add sparsity and compressed sizes to ``metrics``; return the honest CPU note."""
-    from pruneguard.pruning.methods.masks import sparsity_report
-
-    report = sparsity_report(model)
-    metrics["sparsity"] = report["sparsity"]
-    metrics["weight_sparsity"] = report["weight_sparsity"]
+def _sparse_note(metrics: dict[str, Any], onnx: OnnxMeasure) -> str:
+    """Add the compressed sizes to ``metrics``; return the honest CPU note."""
     metrics["onnx_gzip_bytes"] = onnx.gzip_bytes["pruned"]
     metrics["baseline_onnx_gzip_bytes"] = onnx.gzip_bytes["dense"]
     speedups = ", ".join(f"{v:.2f}x at batch {k}" for k, v in metrics["speedup"].items())

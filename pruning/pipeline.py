@@ -2,28 +2,28 @@
 check → ONNX export → parity → int8 (when the recipe quantizes) → latency → ``OUT/dense``,
 ``OUT/pruned`` (and ``OUT/quantized``) artifacts.
 
-The stages are separate functions (:func:`prepare`, :func:`prune_copy`, :func:`evaluate`,
-:func:`measure_onnx`) so ``sweep`` can reuse one trained dense model for many variants.
-Nothing appears in ``OUT`` until every artifact is complete: they are built in a staging
-folder next to it and renamed into place together.
+:func:`run` is the one entry for every task: a front half per kind of input (tensors here,
+texts in :mod:`pruning.transformer`) gives the dense and pruned models with the task's
+export spec, and :func:`pruning.artifacts.write_run` does the rest for all of them. The
+tensor stages are separate functions (:func:`prepare`, :func:`prune_copy`, :func:`evaluate`)
+so ``sweep`` can reuse one trained dense model for many variants. Nothing appears in ``OUT``
+until every artifact is complete: they are built in a staging folder next to it and renamed
+into place together.
 """
 
 from __future__ import annotations
 
 import copy
-import gzip
 import os
-import shutil
-from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from pruneguard.pruning.progress import reporter, steps
+from pruneguard.pruning.artifacts import RunRecord, Side
+from pruneguard.pruning.progress import reporter
 from pruneguard.pruning.recipe import Recipe
-from pruneguard.pruning.staging import check_out, staged_pair
+from pruneguard.pruning.staging import check_out
+from pruneguard.pruning.tasks.tensor_classification import Evaluation, evaluate, in_order
 from pruneguard.registry.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -31,32 +31,9 @@ if TYPE_CHECKING:
     from torch import nn
     from torch.utils.data import DataLoader
 
-__all__ = [
-    "Evaluation",
-    "OnnxMeasure",
-    "Prepared",
-    "calibration_feeds",
-    "evaluate",
-    "measure_onnx",
-    "prepare",
-    "prune_copy",
-    "run",
-]
+__all__ = ["Evaluation", "Prepared", "evaluate", "prepare", "prune_copy", "run"]
 
 CALIBRATION_BATCHES = 4
-REFERENCE_ROWS = 1000
-MAX_REFERENCE_FEATURES = 4096
-PARITY_ROWS = 64
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    accuracy: float
-    params: int
-    macs: int
-    inputs: np.ndarray
-    labels: np.ndarray
-    predictions: np.ndarray
 
 
 @dataclass
@@ -74,23 +51,6 @@ class Prepared:
     selection: dict[str, Any] | None = None
 
 
-def evaluate(model: nn.Module, loader: DataLoader, example: torch.Tensor) -> Evaluation:
-    """Held-out accuracy, parameters and per-sample MACs of ``model``."""
-    from pruneguard.pruning.finetune import predict
-    from pruneguard.pruning.measure import count_macs, count_params
-
-    inputs, labels, predictions = predict(model, loader)
-    accuracy = float((labels == predictions).mean()) if len(labels) else 0.0
-    return Evaluation(
-        accuracy=accuracy,
-        params=count_params(model),
-        macs=count_macs(model, example),
-        inputs=inputs,
-        labels=labels,
-        predictions=predictions,
-    )
-
-
 def _context(recipe: Recipe, data: dict[str, DataLoader], example: torch.Tensor) -> Any:
     import itertools
 
@@ -98,17 +58,8 @@ def _context(recipe: Recipe, data: dict[str, DataLoader], example: torch.Tensor)
 
     from pruneguard.pruning.methods import PruneContext
 
-    calibration = list(itertools.islice(iter(_in_order(data["train"])), CALIBRATION_BATCHES))
+    calibration = list(itertools.islice(iter(in_order(data["train"])), CALIBRATION_BATCHES))
     return PruneContext(example_inputs=example, calibration=calibration, loss_fn=F.cross_entropy)
-
-
-def _in_order(loader: DataLoader) -> DataLoader:
-    """The same batches without shuffling: calibration must not depend on what ran before."""
-    from torch.utils.data import DataLoader
-
-    if loader.batch_size is None:  # a custom batch sampler: use it as it is
-        return loader
-    return DataLoader(loader.dataset, batch_size=loader.batch_size, shuffle=False)
 
 
 def prepare(recipe: Recipe, *, progress: bool = True) -> Prepared:
@@ -250,191 +201,83 @@ def _guard(ctx: Any, dense: nn.Module) -> Any:
     return Guard(accuracy=lambda m: accuracy(m, rows), baseline=accuracy(dense, rows))
 
 
-@dataclass(frozen=True)
-class OnnxMeasure:
-    parity: dict[str, float]  # label -> max |torch - ORT|
-    onnx_bytes: dict[str, int]
-    latency: dict[str, dict[str, dict[str, float]]]  # label -> batch -> p50/p95/mean/runs
-    gzip_bytes: dict[str, int]  # label -> gzip size (sparse methods only: zeros compress)
-    quantization: dict[str, Any] | None = None  # how quantized.onnx was made (pruning/quantize.py)
-
-
-def measure_onnx(
-    models: dict[str, nn.Module],
-    example: torch.Tensor,
-    val_inputs: np.ndarray,
-    folder: Path,
-    recipe: Recipe,
-    progress: bool = False,
-    *,
-    calibration: Sequence[Mapping[str, np.ndarray]] = (),
-) -> OnnxMeasure:
-    """Export each model to ``folder/<label>.onnx``; parity on validation rows; with
-    ``recipe.quantize``, ``folder/quantized.onnx`` from the pruned graph; latency of them all
-    side by side, in blocks."""
-    import torch
-
-    from pruneguard.pruning.export import export_onnx, parity
-
-    paths = {label: folder / f"{label}.onnx" for label in models}
-    rows = torch.from_numpy(val_inputs[:PARITY_ROWS]).float()
-    diffs = {}
-    with steps(len(models), "export", enabled=progress) as done:
-        for label, model in models.items():
-            export_onnx(model, example, paths[label], opset=recipe.export.opset)
-            diffs[label] = parity(model, paths[label], rows)
-            done.advance(f"{label}: parity {diffs[label]:.1e}")
-    record = None
-    if recipe.quantize is not None:
-        from pruneguard.pruning.quantize import quantize_onnx
-
-        paths["quantized"] = folder / "quantized.onnx"
-        record = quantize_onnx(paths["pruned"], paths["quantized"], recipe.quantize,
-                               calibration=calibration)  # fmt: skip
-    latency = _time_onnx(paths, val_inputs, recipe, progress)
-    sizes = {label: path.stat().st_size for label, path in paths.items()}
-    gz = {}
-    if recipe.method in ("unstructured", "nm"):
-        gz = {label: len(gzip.compress(path.read_bytes(), 6)) for label, path in paths.items()}
-    return OnnxMeasure(diffs, sizes, latency, gz, record)
-
-
-def _time_onnx(
-    paths: Mapping[str, Path], val_inputs: np.ndarray, recipe: Recipe, progress: bool = False
-) -> dict[str, dict[str, dict[str, float]]]:
-    """p50/p95/mean of each graph per batch size, timed side by side as served."""
-    from pruneguard.pruning.latency import compare_latency, make_session
-
-    sessions = {
-        label: make_session(path, recipe.export.ort_threads) for label, path in paths.items()
-    }
-    latency: dict[str, dict[str, dict[str, float]]] = {label: {} for label in paths}
-    with steps(len(recipe.export.batch_sizes), "latency", enabled=progress) as done:
-        for batch in recipe.export.batch_sizes:
-            feed = {"input": _batch_of(val_inputs, batch)}
-            stats = compare_latency(
-                sessions,
-                feed,
-                blocks=recipe.export.latency_blocks,
-                runs_per_block=recipe.export.latency_runs,
-            )
-            for label, s in stats.items():
-                latency[label][str(batch)] = s.as_dict()
-            done.advance(f"batch {batch}")
-    return latency
-
-
-def _batch_of(rows: np.ndarray, batch: int) -> np.ndarray:
-    reps = -(-batch // len(rows))
-    return np.concatenate([rows] * reps)[:batch].astype(np.float32)
-
-
 def run(
     recipe: Recipe, out_dir: str | os.PathLike[str], *, progress: bool = True
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run ``recipe`` end to end; write ``out_dir/dense`` and ``out_dir/pruned`` (and
     ``out_dir/quantized``); return the dense and pruned manifests.
 
-    Text recipes (an encoder: ``task: embedding``, ``model.hf``, labelled text data) go to
-    :func:`pruning.transformer.run`.
+    Text recipes (an encoder: ``task: embedding``, ``model.hf``, labelled text data) prune in
+    :func:`pruning.transformer.prune_text`; both front halves end in
+    :func:`pruning.artifacts.write_run`.
     """
-    if recipe.is_text:
-        return _run_transformer(recipe, Path(out_dir), progress)
+    from pruneguard.pruning.artifacts import write_run
+
     out = Path(out_dir)
     check_out(out)
-    say = reporter(progress)
-    prep = prepare(recipe, progress=progress)
-    safety: list[dict[str, Any]] = []
-    pruned_model = prune_copy(prep, progress=progress, safety=safety)
-    pruned = evaluate(pruned_model, prep.data["val"], prep.example)
-    say(f"pruned: accuracy {pruned.accuracy:.4f}, {pruned.params} params, {pruned.macs} MACs")
-    with staged_pair(out) as staging:
-        say("exporting to ONNX; measuring parity and latency")
-        onnx = measure_onnx({"dense": prep.model, "pruned": pruned_model}, prep.example,
-                            prep.baseline.inputs, staging, recipe, progress,
-                            calibration=calibration_feeds(recipe, prep.data))  # fmt: skip
-        manifests = _write_all(staging, prep, pruned, pruned_model, onnx, safety)
-    say(f"wrote {', '.join(str(out / m['kind']) for m in manifests)}")
+    if recipe.is_text:
+        from pruneguard.pruning.transformer import prune_text
+
+        graphs, dense, pruned, record = prune_text(recipe, progress=progress)
+        say = reporter(progress, "text")
+    else:
+        graphs, dense, pruned, record = _prune_tensor(recipe, progress)
+        say = reporter(progress)
+    manifests = write_run(out, recipe, graphs, dense, pruned, record, progress=progress, say=say)
     return manifests[0], manifests[1]
 
 
-def calibration_feeds(recipe: Recipe, data: dict[str, DataLoader]) -> list[dict[str, np.ndarray]]:
-    """The first ``quantize.calibration`` training batches, in order (static int8 only)."""
-    import itertools
+def _prune_tensor(recipe: Recipe, progress: bool) -> tuple[Any, Side, Side, RunRecord]:
+    """The front half for a tensor classifier: dense model, pruned copy, what the run did."""
+    from pruneguard.pruning.methods.masks import sparsity_report
+    from pruneguard.pruning.tasks.tensor_classification import TensorGraphs
 
-    if recipe.quantize is None or recipe.quantize.mode != "static":
-        return []
-    batches = itertools.islice(iter(_in_order(data["train"])), recipe.quantize.calibration)
-    return [{"input": x.numpy().astype(np.float32)} for x, _ in batches]
-
-
-def _run_transformer(
-    recipe: Recipe, out: Path, progress: bool
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    from pruneguard.pruning.transformer import run as run_transformer
-
-    check_out(out)
-    return run_transformer(recipe, out, progress=progress)
-
-
-def _write_all(
-    staging: Path,
-    prep: Prepared,
-    pruned: Evaluation,
-    pruned_model: nn.Module,
-    onnx: OnnxMeasure,
-    safety: list[dict[str, Any]],
-) -> list[dict[str, Any]]:
-    """Write dense/, pruned/ and (when the recipe quantizes) quantized/ into ``staging``."""
-    from pruneguard.pruning.manifest import dense_manifest, pruned_manifest, reference_frame
-    from pruneguard.registry.artifact import sha256_file, write_artifact
-
-    def writer(label: str, evaluation: Evaluation) -> Callable[[Path], None]:
-        def write_files(tmp: Path) -> None:
-            shutil.copyfile(staging / f"{label}.onnx", tmp / "model.onnx")
-            reference_frame(evaluation).to_parquet(tmp / "reference.parquet", index=False)
-
-        return write_files
-
-    parent = {"sha256": sha256_file(staging / "dense.onnx"), "tag": None}
-    dense = write_artifact(
-        staging / "dense", dense_manifest(prep, onnx), writer("dense", prep.baseline)
-    )
-    pm = pruned_manifest(prep, pruned, pruned_model, onnx, parent, safety=safety)
-    written = [dense, write_artifact(staging / "pruned", pm, writer("pruned", pruned))]
-    if onnx.quantization is not None:
-        int8, qm = _int8_side(staging, prep, pruned, pm, onnx)
-        written.append(write_artifact(staging / "quantized", qm, writer("quantized", int8)))
-    return written
-
-
-def _int8_side(
-    staging: Path, prep: Prepared, pruned: Evaluation, pm: dict[str, Any], onnx: OnnxMeasure
-) -> tuple[Evaluation, dict[str, Any]]:
-    """The int8 graph and its fp32 parent graph, each run once over the validation rows: the
-    int8 evaluation (argmax, as :func:`evaluate` does) and the int8 manifest."""
-    from pruneguard.pruning.manifest import quantized_manifest
-    from pruneguard.pruning.quantize import onnx_outputs, parent_parity
-    from pruneguard.registry.artifact import sha256_file
-
-    assert onnx.quantization is not None
+    say = reporter(progress)
+    prep = prepare(recipe, progress=progress)
+    safety: list[dict[str, Any]] = []
+    model = prune_copy(prep, progress=progress, safety=safety)
+    pruned = evaluate(model, prep.data["val"], prep.example)
+    say(f"pruned: accuracy {pruned.accuracy:.4f}, {pruned.params} params, {pruned.macs} MACs")
+    sparse = {}
+    if recipe.method in ("unstructured", "nm"):
+        report = sparsity_report(model)
+        sparse = {k: report[k] for k in ("sparsity", "weight_sparsity")}
     base = prep.baseline
-    rows = base.inputs.astype(np.float32)
-    threads = prep.recipe.export.ort_threads
-    outputs = {side: onnx_outputs(staging / f"{side}.onnx", {"input": rows}, threads)
-               for side in ("pruned", "quantized")}  # fmt: skip
-    predictions = outputs["quantized"].argmax(axis=1)
-    accuracy = float((base.labels == predictions).mean()) if len(base.labels) else 0.0
-    int8 = Evaluation(accuracy, pruned.params, pruned.macs, base.inputs, base.labels, predictions)
-    quality = {
-        "accuracy": accuracy,
-        "agreement_with_baseline": float((predictions == base.predictions).mean()),
-        "validation_rows": len(base.labels),
-    }
-    manifest = quantized_manifest(
-        pm, {"sha256": sha256_file(staging / "pruned.onnx"), "tag": None}, recipe=prep.recipe,
-        quality=quality, latency=onnx.latency, onnx_bytes=onnx.onnx_bytes["quantized"],
-        parity=parent_parity(pm, outputs["quantized"], outputs["pruned"]),
-        quantization=onnx.quantization,
-    )  # fmt: skip
-    return int8, manifest
+    n_outputs = int(prep.model(prep.example).shape[1])
+    graphs = TensorGraphs(recipe, base, prep.example, n_outputs, prep.data["train"])
+    return (
+        graphs,
+        Side(prep.model, base, base.params, base.macs),
+        Side(model, pruned, pruned.params, pruned.macs, sparse),
+        _record(prep, safety),
+    )
+
+
+def _record(prep: Prepared, safety: list[dict[str, Any]]) -> RunRecord:
+    """The pruning section (with the safety net's and the trial's tables), notes, source."""
+    from pruneguard.pruning.manifest import selection_note
+
+    recipe = prep.recipe
+    notes: list[str] = []
+    if recipe.data.builtin == "synthetic":
+        notes.append("Data is synthetic (random images, random labels): accuracy is "
+                     "meaningless; this artifact is for latency.")  # fmt: skip
+    pruned_notes: list[str] = []
+    pruning: dict[str, Any] = {**recipe.pruning_section(), "resolved_amount": prep.amount}
+    if safety:
+        from pruneguard.pruning.schedule import SAFETY_DROP
+
+        pruning["safety_net"] = {"max_drop": SAFETY_DROP, "rows": "the calibration batches",
+                                 "steps": [dict(r) for r in safety]}  # fmt: skip
+        pruned_notes += [f"safety net: step {r['step']} {r['action']}" for r in safety
+                         if "action" in r]  # fmt: skip
+    if prep.selection is not None:
+        pruning["selection"] = prep.selection
+        pruned_notes.append(selection_note(prep.selection))
+    train = recipe.train
+    source = {
+        "recipe": recipe.source, "model": recipe.model.builtin or recipe.model.factory,
+        "data": recipe.data.builtin or recipe.data.factory, "seed": recipe.seed,
+        "train": {"epochs": train.epochs, "lr": train.lr} if train else None,
+    }  # fmt: skip
+    return RunRecord(pruning, notes, pruned_notes, source)

@@ -1,18 +1,17 @@
-"""The pipeline for text models: sentence encoders (``task: embedding``) and text
+"""The front half of a run for text models: sentence encoders (``task: embedding``) and text
 classifiers (a ``model: {hf: PATH}`` classifier, or the built-in ``minilm-topics``).
 
 dense evaluation → head, FFN and layer pruning (scored on training texts) → recovery by
-distillation (token hidden-state MSE to the dense teacher) → ONNX export with dynamic batch
-and sequence axes → parity → dynamic int8 (when the recipe quantizes) → ONNX Runtime latency
-at sequence length 128 → two artifacts (three with int8), each with its tokenizer. What
-differs per task (data, evaluation, metrics, io, reference) is a :mod:`pruning.tasks` adapter.
+distillation (the task's loss, :mod:`pruning.tasks.losses`); :func:`prune_text` hands the
+two models and their export spec (:class:`TextGraphs`: dynamic batch and sequence axes,
+latency at sequence length 128, the tokenizer in every artifact) to
+:func:`pruning.artifacts.write_run`, as the tensor front half does. What differs per task
+(data, evaluation, metrics, io, reference) is a :mod:`pruning.tasks` adapter.
 """
 
 from __future__ import annotations
 
 import copy
-import os
-import shutil
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
@@ -22,16 +21,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pruneguard.pruning.progress import reporter
-from pruneguard.pruning.staging import staged_pair
 from pruneguard.pruning.tasks import TextAdapter, TextEval, mean_cosine, text_adapter
 from pruneguard.pruning.tasks.embedding import retrieval
 from pruneguard.registry.errors import ConfigError
 
 if TYPE_CHECKING:
+    import pandas as pd
     import torch
     from torch import nn
 
+    from pruneguard.pruning.artifacts import RunRecord, Side
     from pruneguard.pruning.recipe import Recipe
+    from pruneguard.pruning.tasks.losses import DistillLoss
     from pruneguard.pruning.text import SentenceEncoder
 
 __all__ = [
@@ -43,7 +44,7 @@ __all__ = [
     "export_encoder",
     "measure_latency",
     "prune_encoder",
-    "run",
+    "prune_text",
     "sentence_batches",
 ]
 
@@ -115,14 +116,16 @@ def prune_encoder(
 
     A combined recipe (``method: [head, ffn]``) runs its stages one after another, each with
     the schedule's steps, and ``recover`` runs between every two cuts (not after the last:
-    the caller's final finetune follows). The order is fixed: layers first, so no head or
-    neuron is scored in, or spent on, a layer about to go; then heads; FFN neurons last, the
+    the caller's final finetune follows); each stage runs on
+    :func:`pruning.schedule.run_schedule`, as a channel schedule does (without its safety
+    net). The order is fixed: layers first, so no head or neuron is scored in, or spent on, a layer about to go; then heads; FFN neurons last, the
     biggest cut, scored against the attention that stays and judged by Taylor scores on a
     network that has recovered from the earlier cuts. Each pruner is built only when its turn
     comes, so it finds the modules the earlier stages left. The reports are merged (their keys
     are disjoint); ``criterion_used`` is a mapping per method for a combined recipe.
     """
     from pruneguard.pruning.methods import PruneContext, build_pruner
+    from pruneguard.pruning.schedule import run_schedule
 
     ctx = PruneContext(calibration=calibration, forward=encode_batch)
     for stage in recipe.stages:  # refuse before anything is cut
@@ -133,16 +136,21 @@ def prune_encoder(
             )
     used: dict[str, str] = {}
     report: dict[str, Any] = {}
-    cuts, total = 0, recipe.schedule.steps * len(recipe.stages)
-    for stage in recipe.stages:
+    steps, last = recipe.schedule.steps, len(recipe.stages) - 1
+    for k, stage in enumerate(recipe.stages):
         used[stage.method] = "taylor" if stage.criterion == "gradient" else stage.criterion
         scored = replace(stage, criterion=used[stage.method])
-        pruner = build_pruner(recipe, model, stage.target.value, ctx, scored)
-        for _ in range(recipe.schedule.steps):
-            pruner.step()
-            cuts += 1
-            if cuts < total:
-                recover(cuts - 1)
+
+        def make(m: nn.Module, *_: Any, s: Any = scored) -> Any:
+            return build_pruner(recipe, m, s.target.value, ctx, s)
+
+        def between(_m: nn.Module, i: int, _n: int, k: int = k) -> None:
+            recover(k * steps + i)
+
+        _, pruner, _ = run_schedule(model, make, ratio=stage.target.value,
+                                    criterion=scored.criterion, steps=steps, recover=between)  # fmt: skip
+        if k < last:  # between two stages, as between two steps
+            recover((k + 1) * steps - 1)
         pruner.finish()
         report.update(pruner.report())
     criterion_used: Any = used if recipe.combined else used[recipe.method]
@@ -150,22 +158,27 @@ def prune_encoder(
 
 
 def distill(
-    student: SentenceEncoder,
-    teacher: SentenceEncoder,
+    student: nn.Module,
+    teacher: nn.Module,
     batches: Sequence[Mapping[str, torch.Tensor]],
     *,
     epochs: int,
     lr: float,
     seed: int = 0,
+    loss: DistillLoss | None = None,
     say: Callable[[str], None] = lambda _m: None,
 ) -> None:
-    """Train ``student`` to match ``teacher``'s last hidden states (MSE over real tokens)."""
+    """Train ``student`` towards ``teacher`` on ``batches`` with the task's distillation
+    ``loss`` (default: last-layer token hidden-state MSE, :mod:`pruning.tasks.losses`)."""
     import torch
+
+    from pruneguard.pruning.tasks.losses import HiddenStates
 
     if epochs < 1:
         return
+    loss = loss or HiddenStates()
     with torch.no_grad():
-        targets = [teacher.hidden(**b) for b in batches]
+        targets = [loss.targets(teacher, b) for b in batches]
     optimizer = torch.optim.AdamW(student.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     student.train()
@@ -173,14 +186,12 @@ def distill(
         for epoch in range(epochs):
             total = 0.0
             for i in torch.randperm(len(batches), generator=gen).tolist():
-                mask = batches[i]["attention_mask"].unsqueeze(-1).float()
-                diff = (student.hidden(**batches[i]) - targets[i]) * mask
-                loss = diff.pow(2).sum() / (mask.sum() * diff.shape[-1])
+                value = loss.loss(student, batches[i], targets[i])
                 optimizer.zero_grad()
-                loss.backward()
+                value.backward()
                 optimizer.step()
-                total += float(loss.detach())
-            say(f"distill epoch {epoch + 1}/{epochs}: hidden-state mse {total / len(batches):.5f}")
+                total += float(value.detach())
+            say(f"distill epoch {epoch + 1}/{epochs}: loss {total / len(batches):.5f}")
     finally:
         student.eval()
 
@@ -215,19 +226,6 @@ def export_encoder(
     onnx.checker.check_model(str(path), full_check=True)
 
 
-def parity(model: nn.Module, path: Path, feeds: Mapping[str, torch.Tensor]) -> float:
-    """Max |torch − ONNX Runtime| of the embeddings for ``feeds``."""
-    import torch
-
-    from pruneguard.pruning.latency import make_session
-
-    session = make_session(path)
-    (onnx_out,) = session.run(None, {k: v.numpy() for k, v in feeds.items()})
-    with torch.no_grad():
-        torch_out = model.eval()(**feeds).numpy()
-    return float(np.abs(torch_out - onnx_out).max())
-
-
 def latency_feeds(
     batch: int, seq_len: int, *, names: Sequence[str] | None = None, vocab: int = 30522,
     seed: int = 0,
@@ -255,17 +253,14 @@ def measure_latency(
     names: Sequence[str] | None = None,
     vocab: int = 30522,
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """p50/p95 per model label and batch size (str), timed in alternating blocks."""
-    from pruneguard.pruning.latency import compare_latency, make_session
+    """p50/p95 per model label and batch size (str), timed in alternating blocks, on random
+    tokens at ``seq_len`` (for benches; a run times its graphs in :mod:`pruning.artifacts`)."""
+    from pruneguard.pruning.artifacts import time_graphs
 
-    sessions = {label: make_session(p, threads) for label, p in paths.items()}
-    result: dict[str, dict[str, dict[str, float]]] = {label: {} for label in paths}
-    for b in batch_sizes:
-        feeds = latency_feeds(b, seq_len, names=names, vocab=vocab)
-        stats = compare_latency(sessions, feeds, blocks=blocks, runs_per_block=runs)
-        for label, s in stats.items():
-            result[label][str(b)] = s.as_dict()
-    return result
+    return time_graphs(
+        paths, lambda b: latency_feeds(b, seq_len, names=names, vocab=vocab),
+        batch_sizes=batch_sizes, blocks=blocks, runs=runs, threads=threads,
+    )  # fmt: skip
 
 
 def count_macs(model: SentenceEncoder, seq_len: int) -> int:
@@ -285,32 +280,19 @@ def vocab_size(model: SentenceEncoder) -> int:
     return int(getattr(model.bert.config, "vocab_size", 30522))
 
 
-# --- the run ---------------------------------------------------------------------------------
+# --- the front half of a text run (pruning.pipeline.run; pruning.artifacts does the rest) ---
 
 
-@dataclass
-class _Side:
-    """What is measured for one of the two models."""
-
-    model: SentenceEncoder
-    evaluation: TextEval
-    params: int
-    macs: int
-    memory: dict[str, Any]
-    seq_len: int
-
-
-def _side(model: SentenceEncoder, adapter: TextAdapter, seq_len: int) -> _Side:
+def _side(
+    model: SentenceEncoder, adapter: TextAdapter, seq_len: int
+) -> tuple[Side, dict[str, Any]]:
+    """The model measured in torch, and its attention memory."""
+    from pruneguard.pruning.artifacts import Side
     from pruneguard.pruning.methods.heads import attention_memory
 
-    return _Side(
-        model=model,
-        evaluation=adapter.evaluate(model),
-        params=sum(p.numel() for p in model.parameters()),
-        macs=count_macs(model, seq_len),
-        memory=attention_memory(model),
-        seq_len=seq_len,
-    )
+    params = sum(p.numel() for p in model.parameters())
+    side = Side(model, adapter.evaluate(model), params, count_macs(model, seq_len))
+    return side, attention_memory(model)
 
 
 def _closeness(adapter: TextAdapter, a: TextEval, b: TextEval) -> tuple[str, float]:
@@ -319,12 +301,14 @@ def _closeness(adapter: TextAdapter, a: TextEval, b: TextEval) -> tuple[str, flo
     return "cosine", mean_cosine(a, b)
 
 
-def run(
-    recipe: Recipe, out_dir: str | os.PathLike[str], *, progress: bool = True
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run a text recipe end to end; write ``out_dir/dense`` and ``out_dir/pruned`` (and
-    ``out_dir/quantized``)."""
+def prune_text(
+    recipe: Recipe, *, progress: bool = True
+) -> tuple[TextGraphs, Side, Side, RunRecord]:
+    """Dense evaluation, pruning (:func:`prune_encoder`) and recovery by the task's
+    distillation loss; the dense and pruned sides, the graphs' spec and what the run did."""
     import torch
+
+    from pruneguard.pruning.artifacts import RunRecord, Side
 
     say = reporter(progress, "text")
     opts = EmbeddingOptions.from_mapping(recipe.extra)
@@ -335,7 +319,7 @@ def run(
     )  # fmt: skip
     adapter.prepare(recipe, say)
     teacher, tokenizer = adapter.model, adapter.tokenizer
-    dense = _side(teacher, adapter, opts.seq_len)
+    dense, dense_memory = _side(teacher, adapter, opts.seq_len)
     say(f"dense: accuracy {dense.evaluation.accuracy:.4f}")
     student = copy.deepcopy(teacher)
     train = sentence_batches(tokenizer, adapter.train_texts, opts)
@@ -343,171 +327,98 @@ def run(
 
     def recover(step: int, epochs: int | None = None) -> None:
         n = recipe.finetune.recovery_epochs if epochs is None else epochs
-        distill(student, teacher, train, epochs=n, lr=recipe.finetune.lr, seed=step, say=say)
+        distill(student, teacher, train, epochs=n, lr=recipe.finetune.lr, seed=step,
+                loss=adapter.distill_loss, say=say)  # fmt: skip
 
     report = prune_encoder(student, recipe, calibration, recover)
     what, before = _closeness(adapter, adapter.evaluate(student), dense.evaluation)
     say(f"pruned: {what} with dense before recovery {before:.4f}")
     recover(recipe.schedule.steps, recipe.finetune.epochs)
-    pruned = _side(student, adapter, opts.seq_len)
+    pruned, memory = _side(student, adapter, opts.seq_len)
     report[f"{'mean_cosine' if what == 'cosine' else what}_before_recovery"] = before
     _, after = _closeness(adapter, pruned.evaluation, dense.evaluation)
     say(f"pruned: accuracy {pruned.evaluation.accuracy:.4f}, {what} {after:.4f}")
-    return _write(recipe, Path(out_dir), dense, pruned, report, adapter, opts, say)
 
-
-def _write(
-    recipe: Recipe, out: Path, dense: _Side, pruned: _Side, report: dict[str, Any],
-    adapter: TextAdapter, opts: EmbeddingOptions, say: Callable[[str], None],
-) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
-    from pruneguard.pruning.text import tokenize
-    from pruneguard.registry.artifact import sha256_file
-
-    with staged_pair(out) as staging:
-        say("exporting to ONNX; measuring parity and latency")
-        paths = {"dense": staging / "dense.onnx", "pruned": staging / "pruned.onnx"}
-        sample = tokenize(adapter.tokenizer, adapter.sample_texts(), max_length=opts.max_length)
-        diffs = {}
-        for label, side in (("dense", dense), ("pruned", pruned)):
-            export_encoder(side.model, paths[label], opset=recipe.export.opset,
-                           output_name=adapter.output_name)  # fmt: skip
-            diffs[label] = parity(side.model, paths[label], sample)
-        record = None
-        if recipe.quantize is not None:
-            from pruneguard.pruning.quantize import quantize_onnx
-
-            say(f"int8: ONNX Runtime {recipe.quantize.mode} quantization of the pruned graph")
-            paths["quantized"] = staging / "quantized.onnx"
-            record = quantize_onnx(paths["pruned"], paths["quantized"], recipe.quantize)
-        lat = measure_latency(
-            paths, batch_sizes=recipe.export.batch_sizes, seq_len=opts.seq_len,
-            blocks=recipe.export.latency_blocks, runs=recipe.export.latency_runs,
-            threads=recipe.export.ort_threads, names=dense.model.input_names,
-            vocab=vocab_size(dense.model),
-        )  # fmt: skip
-        parent = {"sha256": sha256_file(paths["dense"]), "tag": None}
-        manifests = _artifacts(
-            recipe, staging, dense, pruned, report, diffs, lat, parent, adapter, opts
-        )
-        if record is not None:
-            _write_int8(recipe, staging, dense, manifests[1], adapter, lat, record)
-    say(f"wrote {', '.join(str(out / side) for side in paths)}")
-    return manifests
-
-
-def _write_int8(
-    recipe: Recipe, staging: Path, dense: _Side, pm: dict[str, Any], adapter: TextAdapter,
-    lat: dict[str, Any], record: dict[str, Any],
-) -> dict[str, Any]:  # fmt: skip
-    """The int8 artifact: its graph evaluated by the adapter as the torch models were, its
-    outputs compared with the fp32 parent graph's on the same held-out texts."""
-    from pruneguard.pruning.manifest import quantized_manifest
-    from pruneguard.pruning.quantize import OnnxModule, parent_parity
-    from pruneguard.registry.artifact import sha256_file, write_artifact
-
-    threads = recipe.export.ort_threads
-    int8, fp32 = (adapter.evaluate(OnnxModule(staging / f"{side}.onnx", threads))  # type: ignore[arg-type]
-                  for side in ("quantized", "pruned"))  # fmt: skip
-    quality = {
-        "accuracy": int8.accuracy,
-        **adapter.metrics(int8, dense.evaluation),
-        "agreement_with_baseline": float((int8.predictions == dense.evaluation.predictions).mean()),
-    }
-    qm = quantized_manifest(
-        pm, {"sha256": sha256_file(staging / "pruned.onnx"), "tag": None}, recipe=recipe,
-        quality=quality, latency=lat, onnx_bytes=(staging / "quantized.onnx").stat().st_size,
-        parity=parent_parity(pm, int8.outputs, fp32.outputs), quantization=record,
-    )  # fmt: skip
-    return write_artifact(staging / "quantized", qm, _files(staging, "quantized", int8, adapter))
-
-
-def _artifacts(
-    recipe: Recipe, staging: Path, dense: _Side, pruned: _Side, report: dict[str, Any],
-    diffs: dict[str, float], lat: dict[str, Any], parent: dict[str, Any], adapter: TextAdapter,
-    opts: EmbeddingOptions,
-) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
-    from pruneguard.pruning.manifest import build_manifest, latency_metrics
-    from pruneguard.registry.artifact import write_artifact
-
-    def metrics(side: _Side, label: str) -> dict[str, Any]:
-        agree = float((side.evaluation.predictions == dense.evaluation.predictions).mean())
-        timing = latency_metrics(lat["dense"], lat[label], recipe.export.latency_setup())
+    def extra(mem: dict[str, Any]) -> dict[str, Any]:
         return {
-            "accuracy": side.evaluation.accuracy,
-            "baseline_accuracy": dense.evaluation.accuracy,
-            "accuracy_drop": dense.evaluation.accuracy - side.evaluation.accuracy,
-            **adapter.metrics(side.evaluation, dense.evaluation),
-            "params": side.params, "baseline_params": dense.params,
-            "params_reduction": 1.0 - side.params / dense.params,
-            "macs": side.macs, "baseline_macs": dense.macs,
-            "macs_reduction": 1.0 - side.macs / dense.macs,
-            "macs_at_seq_len": side.seq_len,
-            "onnx_bytes": (staging / f"{label}.onnx").stat().st_size,
-            "baseline_onnx_bytes": (staging / "dense.onnx").stat().st_size,
-            **timing,
-            "parity_max_abs_diff": diffs[label],
-            "agreement_with_baseline": agree,
-            "attention_memory": {"before": dense.memory, "after": side.memory},
-            "kv_bytes_per_token": side.memory["kv_bytes_per_token"],
-            "baseline_kv_bytes_per_token": dense.memory["kv_bytes_per_token"],
-        }  # fmt: skip
+            "macs_at_seq_len": opts.seq_len,
+            "attention_memory": {"before": dense_memory, "after": mem},
+            "kv_bytes_per_token": mem["kv_bytes_per_token"],
+            "baseline_kv_bytes_per_token": dense_memory["kv_bytes_per_token"],
+        }
 
     notes = [adapter.note] + ([GRADIENT_NOTE] if "gradient" in str(recipe.criterion) else [])
     model_name = recipe.model.builtin or (recipe.model.hf and recipe.model.hf.name)
-    source = {"model": model_name, "transformers": _version("transformers")}
-    io = _io(dense, adapter, opts)
-    dm = build_manifest(
-        name=recipe.name,
-        kind="dense",
-        parent=None,
-        pruning=None,
-        metrics=metrics(dense, "dense"),
-        io=io,
+    record = RunRecord(
+        pruning={**recipe.pruning_section(), **report,
+                 "distillation": adapter.distill_loss.as_dict()},
         notes=notes,
-        source=source,
-    )
-    pruned_metrics = metrics(pruned, "pruned")
-    pruning = {
-        **recipe.pruning_section(),
-        **report,
-        "acceptance": recipe.acceptance(pruned_metrics),
-    }
-    pm = build_manifest(name=recipe.name, kind="pruned", parent=parent, pruning=pruning,
-                        metrics=pruned_metrics, io=io, notes=notes, source=source)  # fmt: skip
+        source={"model": model_name, "transformers": _version("transformers")},
+    )  # fmt: skip
     return (
-        write_artifact(staging / "dense", dm, _files(staging, "dense", dense.evaluation, adapter)),
-        write_artifact(
-            staging / "pruned", pm, _files(staging, "pruned", pruned.evaluation, adapter)
-        ),
+        TextGraphs(adapter, opts, teacher, int(dense.evaluation.outputs.shape[1])),
+        Side(teacher, dense.evaluation, dense.params, dense.macs, extra(dense_memory)),
+        Side(student, pruned.evaluation, pruned.params, pruned.macs, extra(memory)),
+        record,
     )
 
 
-def _files(
-    staging: Path, label: str, evaluation: TextEval, adapter: TextAdapter
-) -> Callable[[Path], None]:
-    """What goes into an artifact beside its manifest: the graph, the reference, the tokenizer."""
-    from pruneguard.pruning.text import save_tokenizer
+class TextGraphs:
+    """How a text model's graphs are made and fed: the tokenizer's inputs [batch, seq] → the
+    task's output; parity on held-out texts, latency on random tokens at ``seq_len``; the
+    tokenizer travels in every artifact."""
 
-    def write_files(tmp: Path) -> None:
-        shutil.copyfile(staging / f"{label}.onnx", tmp / "model.onnx")
-        adapter.reference(evaluation).to_parquet(tmp / "reference.parquet", index=False)
-        save_tokenizer(adapter.tokenizer, tmp)
+    def __init__(
+        self, adapter: TextAdapter, opts: EmbeddingOptions, dense: SentenceEncoder, width: int
+    ) -> None:
+        self.adapter, self.opts, self.dense, self.width = adapter, opts, dense, width
 
-    return write_files
+    def export(self, model: nn.Module, path: Path, opset: int) -> None:
+        export_encoder(model, path, opset=opset, output_name=self.adapter.output_name)  # type: ignore[arg-type]
 
+    def parity_feeds(self) -> dict[str, np.ndarray]:
+        from pruneguard.pruning.text import tokenize
 
-def _io(dense: _Side, adapter: TextAdapter, opts: EmbeddingOptions) -> dict[str, Any]:
-    from pruneguard.pruning.text import input_names, text_io
+        texts = self.adapter.sample_texts()
+        batch = tokenize(self.adapter.tokenizer, texts, max_length=self.opts.max_length)
+        return {name: batch[name].numpy() for name in self.dense.input_names}
 
-    names = input_names(adapter.tokenizer)
-    width = int(dense.evaluation.outputs.shape[1])
-    inputs = [{"name": n, "dtype": "int64", "shape": ["batch", "seq"]} for n in names]
-    return {
-        "inputs": inputs,
-        "outputs": [{"name": adapter.output_name, "dtype": "float32", "shape": ["batch", width]}],
-        "text": text_io(adapter.tokenizer, max_length=opts.max_length),
-        **adapter.io(width),
-    }
+    def latency_feeds(self, batch: int) -> dict[str, np.ndarray]:
+        return latency_feeds(batch, self.opts.seq_len, names=self.dense.input_names,
+                             vocab=vocab_size(self.dense))  # fmt: skip
+
+    def calibration_feeds(self) -> list[dict[str, np.ndarray]]:
+        return []  # text models quantize dynamically (recipe validation refuses static)
+
+    def evaluate_graph(self, path: Path, threads: int | None) -> tuple[TextEval, np.ndarray]:
+        from pruneguard.pruning.quantize import OnnxModule
+
+        evaluation = self.adapter.evaluate(OnnxModule(path, threads))  # type: ignore[arg-type]
+        return evaluation, evaluation.outputs
+
+    def quality(self, evaluation: TextEval, dense: TextEval) -> dict[str, Any]:
+        return self.adapter.metrics(evaluation, dense)
+
+    def io(self) -> dict[str, Any]:
+        from pruneguard.pruning.text import input_names, text_io
+
+        names, width = input_names(self.adapter.tokenizer), self.width
+        inputs = [{"name": n, "dtype": "int64", "shape": ["batch", "seq"]} for n in names]
+        output = {"name": self.adapter.output_name, "dtype": "float32", "shape": ["batch", width]}
+        return {
+            "inputs": inputs,
+            "outputs": [output],
+            "text": text_io(self.adapter.tokenizer, max_length=self.opts.max_length),
+            **self.adapter.io(width),
+        }
+
+    def reference(self, evaluation: TextEval) -> pd.DataFrame:
+        return self.adapter.reference(evaluation)
+
+    def save_files(self, folder: Path) -> None:
+        from pruneguard.pruning.text import save_tokenizer
+
+        save_tokenizer(self.adapter.tokenizer, folder)
 
 
 def _version(dist: str) -> str | None:

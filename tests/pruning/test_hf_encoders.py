@@ -11,7 +11,7 @@ import pytest
 from hf_models import FFN, HEADS, KINDS, LAYERS, make_hf_folder, tiny_recipe
 
 from pruneguard.deploy.model import LoadedModel
-from pruneguard.pruning import transformer
+from pruneguard.pruning import pipeline
 from pruneguard.pruning.recipe import parse_recipe
 from pruneguard.registry.artifact import verify
 from pruneguard.registry.errors import ConfigError
@@ -24,7 +24,7 @@ def test_own_encoder_pruned_by_heads_ffn_and_layers_is_served(tmp_path: Path, ki
     recipe = tiny_recipe(
         folder, method=["head", "ffn", "layer"], target={"heads": 0.25, "ffn": 0.5, "layers": 1}
     )
-    dense_m, pruned_m = transformer.run(recipe, tmp_path / "out", progress=False)
+    dense_m, pruned_m = pipeline.run(recipe, tmp_path / "out", progress=False)
     assert verify(tmp_path / "out" / "pruned") == pruned_m
     metrics = pruned_m["metrics"]
     assert metrics["parity_max_abs_diff"] <= 1e-4
@@ -60,7 +60,7 @@ def test_own_encoder_on_own_texts_from_a_file(tmp_path: Path, labelled: bool) ->
     data = {"file": str(path), "text": "body", **({"label": "topic"} if labelled else {})}
     folder = make_hf_folder(tmp_path / "bert")
     recipe = tiny_recipe(folder, target={"heads": 0.5}, data=data)
-    dense_m, pruned_m = transformer.run(recipe, tmp_path / "out", progress=False)
+    dense_m, pruned_m = pipeline.run(recipe, tmp_path / "out", progress=False)
     dense, pruned = dense_m["metrics"], pruned_m["metrics"]
     assert pruned["validation_rows"] == 8  # val_share 0.2 of 40 (stratified when labelled)
     assert 0 < pruned["mean_cosine_to_dense"] <= 1.0 + 1e-6
@@ -79,7 +79,7 @@ def test_an_encoder_needs_enough_texts_in_its_file(tmp_path: Path) -> None:
     folder = make_hf_folder(tmp_path / "bert")
     recipe = tiny_recipe(folder, data={"file": str(path)})
     with pytest.raises(ConfigError, match=r"holds 2 texts; an encoder needs at least 3"):
-        transformer.run(recipe, tmp_path / "out", progress=False)
+        pipeline.run(recipe, tmp_path / "out", progress=False)
 
 
 def test_a_text_classifier_file_still_needs_its_label_column(tmp_path: Path) -> None:

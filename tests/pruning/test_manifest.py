@@ -7,19 +7,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from torch import nn
 
+from pruneguard.pruning.artifacts import OnnxMeasure, RunRecord, Side
 from pruneguard.pruning.manifest import (
     build_manifest,
     dense_manifest,
     io_spec,
     latency_metrics,
     pruned_manifest,
-    reference_frame,
 )
-from pruneguard.pruning.pipeline import Evaluation, OnnxMeasure, Prepared
-from pruneguard.pruning.recipe import parse_recipe
+from pruneguard.pruning.recipe import Recipe, parse_recipe
+from pruneguard.pruning.tasks.tensor_classification import Evaluation, reference_frame
 from pruneguard.registry.artifact import REQUIRED_KEYS, REQUIRED_METRICS, SCHEMA
 
 GOLDEN = json.loads((Path(__file__).parent / "golden_manifest_keys.json").read_text())
@@ -41,15 +40,25 @@ def _evaluation(rng: np.random.Generator, correct: float, n: int = 50) -> Evalua
     return Evaluation(accuracy, 650, 640, inputs, labels, predictions)
 
 
-def _prepared(method: str = "channel") -> Prepared:
+def _recipe(method: str = "channel") -> Recipe:
     target = {"sparsity": 0.5} if method == "unstructured" else {"ratio": 0.5}
-    recipe = parse_recipe(
+    return parse_recipe(
         {"name": "m", "model": {"builtin": "digits-cnn"}, "data": {"builtin": "digits"},
          "method": method, "criterion": "l1", "target": target}
     )  # fmt: skip
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).eval()
-    baseline = _evaluation(np.random.default_rng(0), 0.9)
-    return Prepared(recipe, model, model, {}, torch.zeros(1, 1, 8, 8), baseline, 0.5)
+
+
+MODEL = nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).eval()
+IO = io_spec(input_shape=[1, 8, 8], n_outputs=10, class_labels=list("0123456789"), description="d")
+PARENT = {"sha256": "ab", "tag": None}
+
+
+def _side(evaluation: Evaluation, **extra: float) -> Side:
+    return Side(MODEL, evaluation, evaluation.params, evaluation.macs, extra)
+
+
+def _record(recipe: Recipe) -> RunRecord:
+    return RunRecord(pruning=recipe.pruning_section(), notes=["a note"])
 
 
 ONNX = OnnxMeasure(
@@ -75,33 +84,42 @@ def test_build_manifest_refuses_missing_metrics() -> None:
 
 
 def test_dense_and_pruned_manifests_have_the_golden_keys() -> None:
-    prep = _prepared()
+    recipe = _recipe()
+    dense = _side(_evaluation(np.random.default_rng(0), 0.9))
     pruned_eval = _evaluation(np.random.default_rng(1), 0.85)
-    dense = dense_manifest(prep, ONNX)
-    pruned = pruned_manifest(prep, pruned_eval, prep.model, ONNX, {"sha256": "ab", "tag": None})
-    for manifest in (dense, pruned):
+    quality = {"validation_rows": 50}
+    dm = dense_manifest(recipe, dense, quality, ONNX, io=IO, record=_record(recipe))
+    pm = pruned_manifest(recipe, dense, _side(pruned_eval), quality, ONNX, io=IO,
+                         record=_record(recipe), parent=PARENT)  # fmt: skip
+    for manifest in (dm, pm):
         assert sorted([*manifest, "files"]) == GOLDEN["top_level"]  # write_artifact adds files
         assert sorted(manifest["metrics"]) == GOLDEN["metrics"]
         assert set(manifest) >= REQUIRED_KEYS - {"files"}
         assert set(manifest["metrics"]) >= REQUIRED_METRICS
         assert manifest["schema"] == SCHEMA
-    assert dense["metrics"]["speedup"] == {"1": 1.0, "8": 1.0}
-    assert pruned["metrics"]["speedup"] == {"1": 2.0, "8": 4.0}
-    agreement = float((pruned_eval.predictions == prep.baseline.predictions).mean())
-    assert pruned["metrics"]["agreement_with_baseline"] == agreement
-    assert pruned["pruning"]["target"] == {"ratio": 0.5}
-    json.dumps(pruned)  # JSON-able throughout
+        assert manifest["notes"] == ["a note"]
+    assert dm["metrics"]["speedup"] == {"1": 1.0, "8": 1.0}
+    assert dm["metrics"]["agreement_with_baseline"] == 1.0
+    assert dm["metrics"]["accuracy_drop"] == 0.0
+    assert pm["metrics"]["speedup"] == {"1": 2.0, "8": 4.0}
+    agreement = float((pruned_eval.predictions == dense.evaluation.predictions).mean())
+    assert pm["metrics"]["agreement_with_baseline"] == agreement
+    assert pm["metrics"]["accuracy_drop"] == dense.evaluation.accuracy - pruned_eval.accuracy
+    assert pm["pruning"]["target"] == {"ratio": 0.5}
+    assert pm["pruning"]["acceptance"]["passed"] is (pm["metrics"]["accuracy_drop"] <= 0.01)
+    json.dumps(pm)  # JSON-able throughout
 
 
 def test_sparse_manifest_adds_sparsity_and_the_cpu_note() -> None:
-    prep = _prepared("unstructured")
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
-    with torch.no_grad():
-        model[1].weight[:, :32] = 0
-    pruned = pruned_manifest(prep, prep.baseline, model, ONNX, {"sha256": "ab", "tag": None})
-    assert sorted(set(pruned["metrics"]) - set(GOLDEN["metrics"])) == GOLDEN["metrics_sparse"]
-    assert pruned["metrics"]["weight_sparsity"] == 0.5
-    note = pruned["notes"][0]
+    recipe = _recipe("unstructured")
+    dense = _side(_evaluation(np.random.default_rng(0), 0.9))
+    pruned = _side(dense.evaluation, sparsity=0.25, weight_sparsity=0.5)
+    pm = pruned_manifest(recipe, dense, pruned, {"validation_rows": 50}, ONNX, io=IO,
+                         record=RunRecord(recipe.pruning_section()), parent=PARENT)  # fmt: skip
+    assert sorted(set(pm["metrics"]) - set(GOLDEN["metrics"])) == GOLDEN["metrics_sparse"]
+    assert pm["metrics"]["weight_sparsity"] == 0.5
+    assert pm["metrics"]["onnx_gzip_bytes"] == 900
+    note = pm["notes"][0]
     assert (
         "latency does not improve" in note and "2.00x at batch 1" in note and "900 vs 3500" in note
     )

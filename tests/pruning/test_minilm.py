@@ -10,7 +10,7 @@ import pytest
 import torch
 from kernel_cases import HEAD_PLAN, heads_removed_and_gated
 
-from pruneguard.pruning import transformer
+from pruneguard.pruning import pipeline
 from pruneguard.pruning.latency import make_session
 from pruneguard.pruning.methods.heads import find_heads
 from pruneguard.pruning.methods.layers import drop_layers
@@ -69,7 +69,7 @@ def test_embedding_run_writes_verified_artifacts(tmp_path: Path, pruneguard_home
         "export": {"batch_sizes": [1], "latency_blocks": 1, "latency_runs": 2},
         "embedding": {"calibration": 8, "batch_size": 8, "train_sentences": 16, "eval_pairs": 24},
     })  # fmt: skip
-    dense_m, pruned_m = transformer.run(recipe, tmp_path / "out", progress=False)
+    dense_m, pruned_m = pipeline.run(recipe, tmp_path / "out", progress=False)
     assert verify(tmp_path / "out" / "dense") == dense_m
     assert verify(tmp_path / "out" / "pruned") == pruned_m
     metrics = pruned_m["metrics"]

@@ -293,11 +293,11 @@ def test_a_text_encoder_gets_dynamic_int8_after_the_transformer_optimizer(tmp_pa
 
     from hf_models import make_hf_folder, tiny_recipe
 
-    from pruneguard.pruning import transformer
+    from pruneguard.pruning import pipeline
 
     folder = make_hf_folder(tmp_path / "hf", "bert")
     recipe = replace(tiny_recipe(folder, method="head"), quantize=Quantize(mode="dynamic"))
-    transformer.run(recipe, tmp_path / "out", progress=False)
+    pipeline.run(recipe, tmp_path / "out", progress=False)
     manifest = verify(tmp_path / "out" / "quantized")
     assert manifest["io"]["task"] == "embedding"
     assert any(name.startswith("tokenizer/") for name in manifest["files"])

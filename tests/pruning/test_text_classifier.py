@@ -14,7 +14,7 @@ from hf_models import make_hf_folder
 
 from pruneguard.agent.features import stack_rows
 from pruneguard.deploy.model import LoadedModel
-from pruneguard.pruning import transformer
+from pruneguard.pruning import pipeline
 from pruneguard.pruning.recipe import parse_recipe
 from pruneguard.pruning.text import by_length
 from pruneguard.pruning.textdata import load_file, load_topics, split, with_val_file
@@ -119,7 +119,7 @@ def test_own_classifier_from_a_file_is_pruned_exported_and_served(tmp_path: Path
         "export": {"batch_sizes": [1], "latency_blocks": 1, "latency_runs": 2},
         "embedding": {"calibration": 8, "batch_size": 8, "seq_len": 32},
     })  # fmt: skip
-    _, pruned_m = transformer.run(recipe, tmp_path / "out", progress=False)
+    _, pruned_m = pipeline.run(recipe, tmp_path / "out", progress=False)
     assert verify(tmp_path / "out" / "pruned") == pruned_m
     io = pruned_m["io"]
     assert io["task"] == "classification" and io["class_labels"] == sorted(WORDS)
@@ -131,6 +131,7 @@ def test_own_classifier_from_a_file_is_pruned_exported_and_served(tmp_path: Path
     assert m["macs_reduction"] == pytest.approx(1 - m["macs"] / m["baseline_macs"])
     assert m["macs_reduction"] > 0
     assert m["baseline_onnx_bytes"] > m["onnx_bytes"] > 0
+    assert pruned_m["pruning"]["distillation"]["loss"] == "hidden_states_mse + logits_kl"
     model = LoadedModel.load(tmp_path / "out" / "pruned", tag="topics-tiny:p")
     out = model.predict(model.encode(["the team won the final", "salty soup"])[0])
     assert out.outputs.shape == (2, 3) and set(out.classes.tolist()) <= {0, 1, 2}

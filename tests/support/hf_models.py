@@ -79,8 +79,8 @@ def tiny_recipe(folder: Path, *, name: str = "texts", method: str = "head", targ
 
 def make_text_artifacts(root: Path, kind: str = "bert", **recipe: object) -> tuple[Path, Path]:
     """A random-weight ``kind`` encoder pruned by :func:`tiny_recipe`: (dense, pruned) dirs."""
-    from pruneguard.pruning import transformer
+    from pruneguard.pruning import pipeline
 
     folder = make_hf_folder(root / f"hf-{kind}", kind)
-    transformer.run(tiny_recipe(folder, **recipe), root / "out", progress=False)  # type: ignore[arg-type]
+    pipeline.run(tiny_recipe(folder, **recipe), root / "out", progress=False)  # type: ignore[arg-type]
     return root / "out" / "dense", root / "out" / "pruned"
