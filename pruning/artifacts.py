@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from pruneguard.pruning.progress import steps
+from pruneguard.pruning.recipe import SPARSE_METHODS
 from pruneguard.pruning.staging import staged_pair
 
 if TYPE_CHECKING:
@@ -31,8 +32,6 @@ if TYPE_CHECKING:
 __all__ = [
     "Graphs", "OnnxMeasure", "RunRecord", "Side", "measure_onnx", "time_graphs", "write_run",
 ]  # fmt: skip
-
-SPARSE_METHODS = ("unstructured", "nm")  # zeros that compress: gzip sizes are measured
 
 
 @dataclass(frozen=True)
@@ -128,7 +127,7 @@ def measure_onnx(
     )  # fmt: skip
     sizes = {label: path.stat().st_size for label, path in paths.items()}
     gz = {}
-    if recipe.method in SPARSE_METHODS:
+    if recipe.method in SPARSE_METHODS:  # zeros compress: gzip sizes are measured
         gz = {label: len(gzip.compress(path.read_bytes(), 6)) for label, path in paths.items()}
     return OnnxMeasure(diffs, sizes, latency, gz, record)
 

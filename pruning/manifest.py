@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
-from pruneguard.pruning.recipe import Recipe
+from pruneguard.pruning.recipe import SPARSE_METHODS, Recipe
 from pruneguard.registry.artifact import REQUIRED_METRICS, SCHEMA
 
 if TYPE_CHECKING:
@@ -163,7 +163,7 @@ def pruned_manifest(
 ) -> dict[str, Any]:  # fmt: skip
     metrics = side_metrics(recipe, dense, pruned, "pruned", quality, onnx)
     notes = [*record.notes, *record.pruned_notes]
-    if recipe.method in ("unstructured", "nm") and onnx.gzip_bytes:
+    if recipe.method in SPARSE_METHODS and onnx.gzip_bytes:
         notes.append(_sparse_note(metrics, onnx))
     pruning = dict(record.pruning)
     if recipe.target.kind == "macs_reduction" and "resolved_amount" in pruning:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from pruneguard.pruning.artifacts import RunRecord, Side
 from pruneguard.pruning.progress import reporter
-from pruneguard.pruning.recipe import Recipe
+from pruneguard.pruning.recipe import SPARSE_METHODS, Recipe
 from pruneguard.pruning.staging import check_out
 from pruneguard.pruning.tasks.tensor_classification import Evaluation, evaluate, in_order
 from pruneguard.registry.errors import ConfigError
@@ -239,7 +239,7 @@ def _prune_tensor(recipe: Recipe, progress: bool) -> tuple[Any, Side, Side, RunR
     pruned = evaluate(model, prep.data["val"], prep.example)
     say(f"pruned: accuracy {pruned.accuracy:.4f}, {pruned.params} params, {pruned.macs} MACs")
     sparse = {}
-    if recipe.method in ("unstructured", "nm"):
+    if recipe.method in SPARSE_METHODS:
         report = sparsity_report(model)
         sparse = {k: report[k] for k in ("sparsity", "weight_sparsity")}
     base = prep.baseline

@@ -22,6 +22,7 @@ from pruneguard.registry.errors import ConfigError
 
 __all__ = [
     "METHODS",
+    "SPARSE_METHODS",
     "TARGETS",
     "Accept",
     "DataSpec",
@@ -42,6 +43,7 @@ __all__ = [
 
 TASKS = ("classification", "embedding")
 METHODS = ("channel", "head", "layer", "unstructured", "nm", "ffn")
+SPARSE_METHODS = ("unstructured", "nm")  # weights zeroed, not removed: zeros that compress
 # methods a recipe may list together (``method: [head, ffn]``), in the order they run: layers
 # first (no head or neuron is scored in a layer about to go), FFN neurons last
 COMBINABLE = ("layer", "head", "ffn")
@@ -68,7 +70,7 @@ DEFAULT_CRITERION = {
 TARGETS: dict[str, tuple[tuple[str, ...], str]] = {
     "ratio": (("channel",), "the fraction of channels to remove"),
     "macs_reduction": (("channel",), "the fraction of MACs to remove"),
-    "sparsity": (("unstructured", "nm"), "the fraction of weights set to zero"),
+    "sparsity": (SPARSE_METHODS, "the fraction of weights set to zero"),
     "heads": (("head",), "the fraction of attention heads to remove"),
     "layers": (("layer",), "the number of layers to remove"),
     "ffn": (("ffn",), "the fraction of FFN intermediate neurons to remove"),
