@@ -32,6 +32,8 @@ __all__ = [
     "Decoded",
     "Paired",
     "Task",
+    "TokenScores",
+    "score_tokens",
     "softmax",
     "task_for",
     "task_name",
@@ -40,7 +42,7 @@ __all__ = [
 
 CLASSIFICATION = "classification"
 EMBEDDING = "embedding"
-CAUSAL_LM = "causal-lm"  # the contract names it; no version of this task can be served yet
+CAUSAL_LM = "causal-lm"  # scored offline (score_tokens); not servable by this version yet
 TASKS = (CLASSIFICATION, EMBEDDING, CAUSAL_LM)
 # Champion and shadow embeddings of one request "agree" at this cosine or above; the
 # agreement counter then means the same thing for every task (same answer, near enough).
@@ -138,6 +140,40 @@ class Embedding:
 
     def body(self, decoded: Decoded) -> dict[str, Any]:
         return {"embeddings": decoded.outputs.tolist()}
+
+
+@dataclass(frozen=True)
+class TokenScores:
+    """One model scoring another's generated tokens by teacher forcing (causal-lm)."""
+
+    agree: np.ndarray  # [tokens] bool: the token is the scorer's own first choice
+    gap: np.ndarray  # [tokens] float64 >= 0: scorer's top log-prob − its log-prob of the token
+
+    @property
+    def agreement(self) -> float:
+        return float(self.agree.mean()) if self.agree.size else float("nan")
+
+    @property
+    def mean_gap(self) -> float:
+        return float(self.gap.mean()) if self.gap.size else float("nan")
+
+
+def score_tokens(logprobs: np.ndarray, tokens: np.ndarray) -> TokenScores:
+    """How a scorer rates ``tokens [T]`` given its next-token ``logprobs [T, vocab]`` at the
+    positions that predicted them. The same measure offline (the pruned model scoring the
+    dense model's continuations) and in serving (the dense shadow scoring the champion's)."""
+    logprobs = np.asarray(logprobs, dtype=np.float64)
+    tokens = np.asarray(tokens, dtype=np.int64)
+    if logprobs.ndim != 2 or len(logprobs) != len(tokens):
+        raise ValueError(
+            f"logprobs {list(logprobs.shape)} and tokens {list(tokens.shape)}: expected "
+            "[T, vocab] and [T]"
+        )
+    rows = np.arange(len(tokens))
+    top = logprobs.max(axis=1)
+    return TokenScores(
+        logprobs.argmax(axis=1) == tokens, np.maximum(top - logprobs[rows, tokens], 0.0)
+    )
 
 
 def task_name(manifest: Mapping[str, Any]) -> str:

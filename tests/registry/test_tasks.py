@@ -69,3 +69,17 @@ def test_versions_with_different_output_sizes_cannot_be_compared() -> None:
         a, b = task.decode(np.ones((1, 3))), task.decode(np.ones((1, 4)))
         with pytest.raises(ValueError, match="differ in shape"):
             task.compare(a, b)
+
+
+def test_score_tokens_rates_a_scorers_first_choice_and_the_gap_to_it() -> None:
+    from pruneguard.registry.tasks import score_tokens
+
+    logprobs = np.log(np.array([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3], [0.5, 0.25, 0.25]]))
+    scores = score_tokens(logprobs, np.array([0, 2, 0]))
+    assert scores.agree.tolist() == [True, False, True]
+    assert scores.agreement == pytest.approx(2 / 3)
+    assert scores.gap.tolist() == pytest.approx([0.0, np.log(0.6 / 0.3), 0.0])
+    with pytest.raises(ValueError, match=r"expected \[T, vocab\] and \[T\]"):
+        score_tokens(logprobs, np.array([0, 1]))
+    empty = score_tokens(np.zeros((0, 3)), np.zeros(0, dtype=np.int64))
+    assert np.isnan(empty.agreement) and np.isnan(empty.mean_gap)
