@@ -111,10 +111,11 @@ def main() -> None:
     for criterion in ("l2", "taylor", "ablation"):
         t0 = time.perf_counter()
         scores = ds.kv_group_scores(dense, calibration, criterion)
+        scoring_s = round(time.perf_counter() - t0, 1)
         plan = dec.DecoderPlan(kv_groups=ds.keep_top(scores, keep))
         cuts[criterion] = dec.apply_plan(copy.deepcopy(dense), plan)
         figures = judge(cuts[criterion])
-        figures["scoring_s"] = round(time.perf_counter() - t0, 1)
+        figures["scoring_s"] = scoring_s
         result[f"{criterion}_no_recovery"] = figures
         log(f"{criterion} without recovery {figures}")
     result["peer"] = dict(result["l2_no_recovery"], recipe="uniform L2 magnitude, no recovery")
