@@ -48,7 +48,7 @@ class Judge:
         self.dense, self.tokenizer, self.max_new_tokens = dense, tokenizer, max_new_tokens
         self.prompts = lm.held_out_prompts()
         sentences = lm.text_sequences(tokenizer, lm.held_out_sentences())
-        self.text = lm.batches(sentences, size=16, pad_id=tokenizer.pad_token_id)
+        self.text = lm.batches(sentences, size=16, pad_id=lm.padding_id(tokenizer))
         self.answers = lm.answer(dense, tokenizer, self.prompts, max_new_tokens=max_new_tokens)
 
     def __call__(self, model: Any) -> dict[str, float]:
@@ -92,7 +92,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     dense, tokenizer = load_causal_lm(smollm2_folder())
-    pad = tokenizer.pad_token_id
+    pad = lm.padding_id(tokenizer)
     started = time.perf_counter()
     judge = Judge(dense, tokenizer, args.max_new_tokens)
     log(f"dense answers in {time.perf_counter() - started:.0f} s")

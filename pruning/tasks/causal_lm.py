@@ -39,6 +39,7 @@ __all__ = [
     "evaluate",
     "held_out_prompts",
     "held_out_sentences",
+    "padding_id",
     "perplexity",
     "teacher_forced",
     "text_sequences",
@@ -120,10 +121,19 @@ def answer(
             attention_mask=torch.ones(1, len(ids), dtype=torch.long),
             max_new_tokens=max_new_tokens,
             do_sample=False,
-            pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+            pad_token_id=padding_id(tokenizer),
         )
         answers.append(Answer(tuple(ids), tuple(int(t) for t in out[0, len(ids) :])))
     return answers
+
+
+def padding_id(tokenizer: Any) -> int:
+    """The id that fills padded positions (never counted): the pad token, else EOS, else 0
+    (Llama tokenizers have no pad token)."""
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if candidate is not None:
+            return int(candidate)
+    return 0
 
 
 def batches(sequences: Sequence[Sequence[int]], *, size: int, pad_id: int) -> list[Batch]:

@@ -75,3 +75,11 @@ def test_held_out_prompts_and_sentences_are_never_trained_on() -> None:
     assert len(held) >= 30 and len(train) >= 60
     assert not {p.lower() for p in held} & {p.lower() for p in train}
     assert not set(lm.held_out_sentences()) & set(load_sentences())
+
+
+def test_padding_falls_back_to_eos_then_zero_for_tokenizers_without_a_pad_token() -> None:
+    from types import SimpleNamespace
+
+    assert lm.padding_id(SimpleNamespace(pad_token_id=0, eos_token_id=2)) == 0
+    assert lm.padding_id(SimpleNamespace(pad_token_id=None, eos_token_id=2)) == 2
+    assert lm.padding_id(SimpleNamespace(pad_token_id=None, eos_token_id=None)) == 0
