@@ -1,5 +1,5 @@
 """The checks one tick runs on a window: paired accuracy gap, label-free agreement, the
-embedding cosine, drift.
+embedding cosine, a decoder's token agreement and log-prob gap, drift.
 
 Each takes plain arrays (so simulations feed them directly) and returns a
 :class:`~agent.policy.CheckResult` that is ``pass``, ``fail`` or ``inconclusive``.
@@ -34,6 +34,8 @@ __all__ = [
     "drift_check",
     "inconclusive",
     "mcnemar_p_value",
+    "mean_check",
+    "token_checks",
 ]
 
 
@@ -47,15 +49,26 @@ class CheckConfig:
     drift_alpha: float = 0.05
     min_drift_rows: int = 100
     cosine_margin: float = 0.02
+    token_agreement_margin: float = 0.03  # causal-lm: share of tokens
+    logprob_gap_margin: float = 0.1  # causal-lm: nats per token
 
     def __post_init__(self) -> None:
         for name in ("alpha", "drift_alpha"):
             value = getattr(self, name)
             if not 0 < value < 1:
                 raise ConfigError(f"{name} is {value}; it must be in (0, 1), e.g. 0.01")
-        for name in ("accuracy_margin", "agreement_margin", "cosine_margin"):
+        for name in (
+            "accuracy_margin",
+            "agreement_margin",
+            "cosine_margin",
+            "token_agreement_margin",
+        ):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"{name} is {getattr(self, name)}; it must be in [0, 1)")
+        if self.logprob_gap_margin < 0:
+            raise ConfigError(
+                f"logprob_gap_margin is {self.logprob_gap_margin}; it must be >= 0 nats, e.g. 0.1"
+            )
         for name in ("min_labelled_pairs", "min_pairs", "min_drift_rows"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} is {getattr(self, name)}; it must be >= 1 samples")
@@ -157,28 +170,76 @@ def agreement_check(
     return CheckResult("agreement", outcome, n, ratio, p, reason, detail)
 
 
+def mean_check(
+    name: str,
+    values: ArrayLike,
+    *,
+    expected: float | None,
+    bound: float,
+    higher_is_worse: bool,
+    config: CheckConfig,
+    source: str,
+) -> CheckResult:
+    """Fail when the mean of per-request ``values`` is significantly worse than the offline
+    ``expected`` by more than ``bound`` (one-sided t-test): below ``expected − bound``, or
+    above ``expected + bound`` when ``higher_is_worse``."""
+    from scipy import stats
+
+    data = np.asarray(values, dtype=np.float64)
+    n = int(data.size)
+    if expected is None or not math.isfinite(expected):
+        return inconclusive(name, n, f"the manifest has no {source}")
+    if n < config.min_pairs:
+        return inconclusive(name, n, f"{n} pairs < min_pairs={config.min_pairs}")
+    sign = -1.0 if higher_is_worse else 1.0  # the test is on "lower is worse"
+    limit = expected + bound if higher_is_worse else expected - bound
+    mean, sd = float(data.mean()), float(data.std(ddof=1))
+    if sd == 0.0:
+        p = 0.0 if sign * (mean - limit) < 0 else 1.0
+    else:
+        p = float(stats.t.cdf(sign * (mean - limit) / (sd / math.sqrt(n)), df=n - 1))
+    within = sign * (mean - limit) >= 0
+    outcome = FAIL if p < config.alpha else PASS if within else INCONCLUSIVE
+    word = "ceiling" if higher_is_worse else "floor"
+    reason = f"mean {name} {mean:.4f} vs {word} {limit:.4f} (offline {expected:.4f}), p={p:.3g}"
+    detail = {"expected": expected, word: limit, "std": sd, "alpha": config.alpha}
+    return CheckResult(name, outcome, n, mean, p, reason, detail)
+
+
 def cosine_check(cosines: ArrayLike, *, expected: float | None, config: CheckConfig) -> CheckResult:
     """Embeddings: fail when the mean champion/shadow cosine is significantly below the
     offline value (``metrics.mean_cosine_to_dense``) minus ``cosine_margin`` (one-sided
     t-test on the per-request cosines)."""
-    from scipy import stats
+    return mean_check(
+        "cosine", cosines, expected=expected, bound=config.cosine_margin,
+        higher_is_worse=False, config=config, source="metrics.mean_cosine_to_dense",
+    )  # fmt: skip
 
-    values = np.asarray(cosines, dtype=np.float64)
-    n = int(values.size)
-    if expected is None or not math.isfinite(expected):
-        return inconclusive("cosine", n, "the manifest has no metrics.mean_cosine_to_dense")
-    if n < config.min_pairs:
-        return inconclusive("cosine", n, f"{n} pairs < min_pairs={config.min_pairs}")
-    floor = expected - config.cosine_margin
-    mean, sd = float(values.mean()), float(values.std(ddof=1))
-    if sd == 0.0:
-        p = 0.0 if mean < floor else 1.0
-    else:
-        p = float(stats.t.cdf((mean - floor) / (sd / math.sqrt(n)), df=n - 1))
-    outcome = FAIL if p < config.alpha else PASS if mean >= floor else INCONCLUSIVE
-    reason = f"mean cosine {mean:.4f} vs floor {floor:.4f} (offline {expected:.4f}), p={p:.3g}"
-    detail = {"expected": expected, "floor": floor, "std": sd, "alpha": config.alpha}
-    return CheckResult("cosine", outcome, n, mean, p, reason, detail)
+
+def token_checks(
+    agreement: ArrayLike,
+    gap: ArrayLike,
+    *,
+    expected_agreement: float | None,
+    expected_gap: float | None,
+    config: CheckConfig,
+) -> tuple[CheckResult, CheckResult]:
+    """Decoders: the dense shadow scores each request's generated tokens by teacher forcing
+    (:func:`registry.tasks.score_tokens`); per request, the share it ranks first and the
+    mean log-prob gap. Fail when the window's agreement is significantly below the offline
+    value (``metrics.shadow_token_agreement``) minus ``token_agreement_margin``, or its gap
+    significantly above ``metrics.shadow_logprob_gap`` plus ``logprob_gap_margin``."""
+    return (
+        mean_check(
+            "token_agreement", agreement, expected=expected_agreement,
+            bound=config.token_agreement_margin, higher_is_worse=False, config=config,
+            source="metrics.shadow_token_agreement",
+        ),
+        mean_check(
+            "logprob_gap", gap, expected=expected_gap, bound=config.logprob_gap_margin,
+            higher_is_worse=True, config=config, source="metrics.shadow_logprob_gap",
+        ),
+    )  # fmt: skip
 
 
 def drift_check(
