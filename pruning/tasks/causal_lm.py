@@ -19,28 +19,36 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
+from torch import nn
 
 from pruneguard.pruning.methods.decoder import CausalLM
 from pruneguard.pruning.methods.decoder_scores import Batch, lm_loss, next_token_kl
 from pruneguard.registry.tasks import TokenScores, score_tokens
 
+if TYPE_CHECKING:
+    from pruneguard.pruning.text import SentenceEncoder
+
 __all__ = [
     "Answer",
     "LMEval",
+    "TokenScorer",
     "answer",
     "batches",
     "chat_ids",
     "distill",
     "document_start",
     "evaluate",
+    "export_scorer",
     "held_out_prompts",
     "held_out_sentences",
     "padding_id",
     "perplexity",
+    "score_answer",
     "teacher_forced",
     "text_sequences",
     "train_prompts",
@@ -193,14 +201,42 @@ def teacher_forced(scorer: CausalLM, answers: Sequence[Answer]) -> TokenScores:
             continue
         ids = torch.tensor([item.sequence])
         logits = scorer(input_ids=ids, use_cache=False).logits[0]
-        start = len(item.prompt) - 1  # the position that predicts the first answer token
-        logprobs = logits[start : start + len(item.tokens)].log_softmax(-1)
-        scores = score_tokens(logprobs.numpy(), np.array(item.tokens))
+        scores = score_answer(logits.log_softmax(-1).numpy(), item)
         agree.append(scores.agree)
         gap.append(scores.gap)
     if not agree:
         return TokenScores(np.zeros(0, dtype=bool), np.zeros(0))
     return TokenScores(np.concatenate(agree), np.concatenate(gap))
+
+
+class TokenScorer(nn.Module):
+    """The graph a shadow scores tokens with: ``input_ids``, ``attention_mask`` [batch, seq]
+    → next-token ``logprobs`` [batch, seq, vocab]; one pass over prompt + answer, no cache."""
+
+    input_names = ("input_ids", "attention_mask")
+
+    def __init__(self, model: CausalLM) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        return out.logits.log_softmax(-1)
+
+
+def export_scorer(model: CausalLM, path: Path, *, opset: int = 18) -> None:
+    """Write :class:`TokenScorer` of ``model`` as one ONNX file (dynamic batch and length)."""
+    from pruneguard.pruning.transformer import export_encoder
+
+    scorer = cast("SentenceEncoder", TokenScorer(model).eval())  # the same two-input export
+    export_encoder(scorer, path, opset=opset, output_name="logprobs")
+
+
+def score_answer(logprobs: np.ndarray, item: Answer) -> TokenScores:
+    """``item``'s answer tokens rated from a scorer's ``logprobs [seq, vocab]`` over its
+    prompt + answer (the row of one sequence, from torch or from ONNX Runtime)."""
+    start = len(item.prompt) - 1  # the position that predicts the first answer token
+    return score_tokens(logprobs[start : start + len(item.tokens)], np.array(item.tokens))
 
 
 def evaluate(
