@@ -41,6 +41,7 @@ __all__ = [
     "keep_top",
     "kv_group_scores",
     "lm_loss",
+    "logits_of",
     "lowest",
     "next_token_kl",
 ]
@@ -68,7 +69,8 @@ def next_token_kl(student: Tensor, teacher: Tensor, mask: Tensor) -> Tensor:
     return (per_token * weights).sum() / weights.sum().clamp_min(1.0)
 
 
-def _logits(model: CausalLM, batch: Batch) -> Tensor:
+def logits_of(model: CausalLM, batch: Batch) -> Tensor:
+    """Next-token logits of a batch, without building a KV cache."""
     ids, mask = batch
     return model(input_ids=ids, attention_mask=mask, use_cache=False).logits
 
@@ -108,7 +110,7 @@ def kv_group_scores(model: CausalLM, batches: Sequence[Batch], criterion: str) -
 @torch.no_grad()
 def _ablation(model: CausalLM, batches: Sequence[Batch]) -> Tensor:
     shape = shape_of(model)
-    dense = [_logits(model, b) for b in batches]
+    dense = [logits_of(model, b) for b in batches]
     scores = torch.zeros(shape.layers, shape.kv_heads)
     for layer in range(shape.layers):
         for group in range(shape.kv_heads):
@@ -116,7 +118,7 @@ def _ablation(model: CausalLM, batches: Sequence[Batch]) -> Tensor:
             gates[layer, group] = 0.0
             with gate_groups(model, gates):
                 kl = [
-                    next_token_kl(_logits(model, b), t, b[1])
+                    next_token_kl(logits_of(model, b), t, b[1])
                     for b, t in zip(batches, dense, strict=True)
                 ]
             scores[layer, group] = torch.stack(kl).mean()
@@ -129,7 +131,7 @@ def _taylor(model: CausalLM, batches: Sequence[Batch]) -> Tensor:
     scores = torch.zeros(shape.layers, shape.kv_heads)
     for batch in batches:
         with gate_groups(model, gates):
-            loss = lm_loss(_logits(model, batch), batch)
+            loss = lm_loss(logits_of(model, batch), batch)
         (grad,) = torch.autograd.grad(loss, gates)
         scores += grad.abs()
     return scores
@@ -173,7 +175,7 @@ def ffn_scores(model: CausalLM, batches: Sequence[Batch], criterion: str) -> Ten
         for batch in batches:
             captured.clear()
             with torch.set_grad_enabled(criterion == "taylor"):
-                logits = _logits(model, batch)
+                logits = logits_of(model, batch)
                 if criterion == "taylor":
                     lm_loss(logits, batch).backward()
             real = batch[1].unsqueeze(-1).to(torch.float32)
@@ -211,7 +213,7 @@ def block_influence(model: CausalLM, batches: Sequence[Batch]) -> Tensor:
     try:
         for batch in batches:
             pairs.clear()
-            _logits(model, batch)
+            logits_of(model, batch)
             weight = batch[1].to(torch.float32)
             for index, (hidden_in, hidden_out) in enumerate(pairs):
                 cosine = nn.functional.cosine_similarity(hidden_in, hidden_out, dim=-1)

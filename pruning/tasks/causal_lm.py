@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from pruneguard.pruning.methods.decoder import CausalLM
-from pruneguard.pruning.methods.decoder_scores import Batch, lm_loss, next_token_kl
+from pruneguard.pruning.methods.decoder_scores import Batch, lm_loss, logits_of, next_token_kl
 from pruneguard.registry.tasks import TokenScores, score_tokens
 
 if TYPE_CHECKING:
@@ -185,7 +185,7 @@ def perplexity(model: CausalLM, data: Sequence[Batch]) -> float:
     """exp of the mean next-token loss over every real token of ``data``."""
     total, count = 0.0, 0
     for batch in data:
-        logits = model(input_ids=batch[0], attention_mask=batch[1], use_cache=False).logits
+        logits = logits_of(model, batch)
         tokens = int(batch[1][:, 1:].sum())
         total += float(lm_loss(logits, batch)) * tokens
         count += tokens
@@ -285,8 +285,8 @@ def distill(
             for index in order:
                 ids, mask = data[index]
                 with torch.no_grad():
-                    target = teacher(input_ids=ids, attention_mask=mask, use_cache=False).logits
-                logits = student(input_ids=ids, attention_mask=mask, use_cache=False).logits
+                    target = logits_of(teacher, (ids, mask))
+                logits = logits_of(student, (ids, mask))
                 loss = next_token_kl(logits, target, mask)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
