@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from pruneguard.pruning.recipe import Recipe
 
 __all__ = [
-    "Graphs", "OnnxMeasure", "RunRecord", "Side", "measure_onnx", "time_graphs", "write_run",
+    "Graphs", "OnnxMeasure", "RunRecord", "Side", "measure_onnx", "time_graphs", "time_recipe",
+    "write_run",
 ]  # fmt: skip
 
 
@@ -61,9 +62,15 @@ class Graphs(Protocol):
 
     def export(self, model: nn.Module, path: Path, opset: int) -> None: ...
 
-    def parity_feeds(self) -> dict[str, np.ndarray]: ...
+    def parity(self, model: nn.Module, path: Path) -> float:
+        """Max |torch − ONNX Runtime| of the graph at ``path`` on the task's rows."""
+        ...
 
-    def latency_feeds(self, batch: int) -> dict[str, np.ndarray]: ...
+    def time(
+        self, paths: Mapping[str, Path], recipe: Recipe, progress: bool
+    ) -> dict[str, dict[str, dict[str, float]]]:
+        """Each graph's latency as served, side by side: label → batch → p50/p95/..."""
+        ...
 
     def calibration_feeds(self) -> list[dict[str, np.ndarray]]: ...
 
@@ -79,8 +86,9 @@ class Graphs(Protocol):
 
     def reference(self, evaluation: Any) -> pd.DataFrame: ...
 
-    def save_files(self, folder: Path) -> None:
-        """What an artifact holds beside graph, reference and manifest (a tokenizer...)."""
+    def save_files(self, folder: Path, label: str) -> None:
+        """What the artifact of ``label`` holds beside graph, reference and manifest (a
+        tokenizer, a transformers folder...)."""
         ...
 
 
@@ -103,15 +111,12 @@ def measure_onnx(
     """Export each model to ``folder/<label>.onnx``; parity on the task's rows; with
     ``recipe.quantize``, ``folder/quantized.onnx`` from the pruned graph; latency of them all
     side by side, in blocks."""
-    from pruneguard.pruning.export import parity
-
     paths = {label: folder / f"{label}.onnx" for label in models}
-    feeds = graphs.parity_feeds()
     diffs = {}
     with steps(len(models), "export", enabled=progress) as done:
         for label, model in models.items():
             graphs.export(model, paths[label], recipe.export.opset)
-            diffs[label] = parity(model, paths[label], feeds)
+            diffs[label] = graphs.parity(model, paths[label])
             done.advance(f"{label}: parity {diffs[label]:.1e}")
     record = None
     if recipe.quantize is not None:
@@ -120,16 +125,24 @@ def measure_onnx(
         paths["quantized"] = folder / "quantized.onnx"
         record = quantize_onnx(paths["pruned"], paths["quantized"], recipe.quantize,
                                calibration=graphs.calibration_feeds())  # fmt: skip
-    latency = time_graphs(
-        paths, graphs.latency_feeds, batch_sizes=recipe.export.batch_sizes,
-        blocks=recipe.export.latency_blocks, runs=recipe.export.latency_runs,
-        threads=recipe.export.ort_threads, progress=progress,
-    )  # fmt: skip
+    latency = graphs.time(paths, recipe, progress)
     sizes = {label: path.stat().st_size for label, path in paths.items()}
     gz = {}
     if recipe.method in SPARSE_METHODS:  # zeros compress: gzip sizes are measured
         gz = {label: len(gzip.compress(path.read_bytes(), 6)) for label, path in paths.items()}
     return OnnxMeasure(diffs, sizes, latency, gz, record)
+
+
+def time_recipe(
+    paths: Mapping[str, Path],
+    feeds: Callable[[int], dict[str, np.ndarray]],
+    recipe: Recipe,
+    progress: bool = False,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """:func:`time_graphs` on every batch size with the recipe's blocks, runs and threads."""
+    e = recipe.export
+    return time_graphs(paths, feeds, batch_sizes=e.batch_sizes, blocks=e.latency_blocks,
+                       runs=e.latency_runs, threads=e.ort_threads, progress=progress)  # fmt: skip
 
 
 def time_graphs(
@@ -238,6 +251,6 @@ def _files(staging: Path, label: str, evaluation: Any, graphs: Graphs) -> Callab
     def write_files(tmp: Path) -> None:
         shutil.copyfile(staging / f"{label}.onnx", tmp / "model.onnx")
         graphs.reference(evaluation).to_parquet(tmp / "reference.parquet", index=False)
-        graphs.save_files(tmp)
+        graphs.save_files(tmp, label)
 
     return write_files

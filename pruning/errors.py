@@ -4,7 +4,8 @@ PruneguardError                    (registry.errors)
  ├── ConfigError(ValueError)       (registry.errors)
  │    ├── TargetUnreachable        a ratio / MAC / sparsity target the model cannot reach
  │    └── WeightsError             weights that are missing, mismatched or unsafe (pickle)
- └── AcceptanceFailed              the pruned model missed the acceptance gate (accuracy, speed)
+ ├── AcceptanceFailed              the pruned model missed the acceptance gate (accuracy, speed)
+ └── BuildFailed(RuntimeError)     an external graph builder (onnxruntime-genai's) failed
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pruneguard.registry.errors import ConfigError, PruneguardError
 
 __all__ = [
     "AcceptanceFailed",
+    "BuildFailed",
     "ConfigError",
     "PruneguardError",
     "TargetUnreachable",
@@ -39,3 +41,8 @@ class AcceptanceFailed(PruneguardError):
             "iterative with more steps, or finetune longer; or promote it by hand "
             "(`pruneguard models promote TAG`) if you accept the cost."
         )
+
+
+class BuildFailed(PruneguardError, RuntimeError):
+    """A tool that builds a graph for us (onnxruntime-genai's model builder) failed; the
+    message carries the end of its output."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pruneguard.pruning.artifacts import RunRecord, Side
+from pruneguard.pruning.artifacts import Graphs, RunRecord, Side
 from pruneguard.pruning.progress import reporter
 from pruneguard.pruning.recipe import SPARSE_METHODS, Recipe
 from pruneguard.pruning.staging import check_out
@@ -208,14 +208,21 @@ def run(
     ``out_dir/quantized``); return the dense and pruned manifests.
 
     Text recipes (an encoder: ``task: embedding``, ``model.hf``, labelled text data) prune in
-    :func:`pruning.transformer.prune_text`; both front halves end in
+    :func:`pruning.transformer.prune_text`, decoders (``task: causal-lm``) in
+    :func:`pruning.llm.prune_causal_lm`; every front half ends in
     :func:`pruning.artifacts.write_run`.
     """
     from pruneguard.pruning.artifacts import write_run
 
     out = Path(out_dir)
     check_out(out)
-    if recipe.is_text:
+    graphs: Graphs
+    if recipe.is_decoder:
+        from pruneguard.pruning.llm import prune_causal_lm
+
+        graphs, dense, pruned, record = prune_causal_lm(recipe, progress=progress)
+        say = reporter(progress, "llm")
+    elif recipe.is_text:
         from pruneguard.pruning.transformer import prune_text
 
         graphs, dense, pruned, record = prune_text(recipe, progress=progress)

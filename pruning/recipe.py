@@ -41,7 +41,7 @@ __all__ = [
     "variant",
 ]
 
-TASKS = ("classification", "embedding")
+TASKS = ("classification", "embedding", "causal-lm")
 METHODS = ("channel", "head", "layer", "unstructured", "nm", "ffn")
 SPARSE_METHODS = ("unstructured", "nm")  # weights zeroed, not removed: zeros that compress
 # methods a recipe may list together (``method: [head, ffn]``), in the order they run: layers
@@ -53,7 +53,7 @@ STRUCTURED_CRITERIA = ("l1", "l2", "gradient", "taylor", "activation", "random")
 CRITERIA: dict[str, tuple[str, ...]] = {
     "channel": (*STRUCTURED_CRITERIA, "auto"),
     "head": (*STRUCTURED_CRITERIA, "magnitude", "ablation"),
-    "layer": (*STRUCTURED_CRITERIA, "magnitude", "ablation"),
+    "layer": (*STRUCTURED_CRITERIA, "magnitude", "ablation", "influence"),
     "ffn": (*STRUCTURED_CRITERIA, "magnitude"),
     "unstructured": ("l1", "l2", "magnitude"),
     "nm": ("l1", "l2", "magnitude"),
@@ -66,6 +66,16 @@ DEFAULT_CRITERION = {
     "unstructured": "l1",
     "nm": "l1",
 }
+# a decoder (task causal-lm) is cut uniformly across layers (pruning/methods/decoder.py) and
+# scored by pruning/methods/decoder_scores.py: KV groups by measured ablation, Taylor or L2,
+# FFN channels by activation or Taylor, layers by Block Influence (ShortGPT)
+DECODER_CRITERIA: dict[str, tuple[str, ...]] = {
+    "head": ("ablation", "taylor", "l2", "magnitude"),
+    "ffn": ("activation", "taylor"),
+    "layer": ("influence",),
+}
+DECODER_DEFAULT = {"head": "ablation", "ffn": "activation", "layer": "influence"}
+DECODER_MODELS = ("smollm2-135m",)
 # target key -> (methods it fits, what it means)
 TARGETS: dict[str, tuple[tuple[str, ...], str]] = {
     "ratio": (("channel",), "the fraction of channels to remove"),
@@ -79,7 +89,11 @@ SCHEDULES = ("one-shot", "iterative", "auto")  # auto: one-shot or iterative, by
 SELECTING_METHODS = ("channel",)  # the methods whose criterion/schedule may be auto
 SCOPES = ("global", "layer")
 SCOPED_METHODS = ("channel", "head", "unstructured", "ffn")
-DATA_BUILTINS = {"classification": ("digits", "synthetic", "topics"), "embedding": ("sentences",)}
+DATA_BUILTINS = {
+    "classification": ("digits", "synthetic", "topics"),
+    "embedding": ("sentences",),
+    "causal-lm": ("chat",),  # the chat prompts and plain sentences in pruning/data
+}
 TEXT_CLASSIFIER = "minilm-topics"  # the built-in text classifier (pruning.tasks)
 RECIPES_PACKAGE = "pruneguard.pruning.recipes"  # read through importlib.resources (wheel-safe)
 NM_SPARSITY = 0.5  # 2:4 keeps 2 of every 4 weights
@@ -234,6 +248,8 @@ class Recipe:
     @property
     def is_text(self) -> bool:
         """Whether the transformer pipeline runs this recipe (an encoder of texts)."""
+        if self.is_decoder:
+            return False
         return (
             self.task == "embedding"
             or self.model.hf is not None
@@ -241,6 +257,11 @@ class Recipe:
             or self.data.file is not None
             or self.data.builtin == "topics"
         )
+
+    @property
+    def is_decoder(self) -> bool:
+        """Whether the decoder pipeline (:mod:`pruning.llm`) runs this recipe."""
+        return self.task == "causal-lm"
 
     @property
     def stages(self) -> tuple[Stage, ...]:
@@ -414,16 +435,20 @@ def _method(top: Mapping[str, Any], task: str) -> tuple[str, str, Target, tuple[
         names = {s.criterion for s in stages}
         criterion = names.pop() if len(names) == 1 else "+".join(s.criterion for s in stages)
         return "+".join(s.method for s in stages), criterion, stages[0].target, stages
-    method = _choice(top, "method", METHODS, "", required=True)
+    methods = tuple(DECODER_CRITERIA) if task == "causal-lm" else METHODS
+    method = _choice(top, "method", methods, "", required=True, why=f"for task {task}")
+    allowed, default = _criteria(task, method)
     criterion = _choice(
-        top,
-        "criterion",
-        CRITERIA[method],
-        "",
-        default=DEFAULT_CRITERION[method],
-        why=f"for method {method}",
+        top, "criterion", allowed, "", default=default, why=f"for method {method} ({task})"
     )
     return method, criterion, _target(top.get("target"), method), ()
+
+
+def _criteria(task: str, method: str) -> tuple[tuple[str, ...], str]:
+    """The criteria ``method`` accepts for ``task``, and its default."""
+    if task == "causal-lm":
+        return DECODER_CRITERIA[method], DECODER_DEFAULT[method]
+    return CRITERIA[method], DEFAULT_CRITERION[method]
 
 
 def _text_model(top: Mapping[str, Any]) -> bool:
@@ -441,7 +466,7 @@ def _text_model(top: Mapping[str, Any]) -> bool:
 def _combined(top: Mapping[str, Any], task: str) -> tuple[Stage, ...]:
     methods = top["method"]
     shown = f"[{', '.join(map(str, methods))}]"
-    if task != "embedding" and not _text_model(top):
+    if task not in ("embedding", "causal-lm") and not _text_model(top):
         raise ConfigError(
             f"method={shown}: combined methods are only for transformer encoders of text "
             f"(task: embedding, or a text classifier: model.hf, model builtin {TEXT_CLASSIFIER}); "
@@ -455,12 +480,12 @@ def _combined(top: Mapping[str, Any], task: str) -> tuple[Stage, ...]:
             "for one method write method: head"
         )
     ordered = [m for m in COMBINABLE if m in methods]
-    criteria = _stage_criteria(top.get("criterion"), ordered, shown)
+    criteria = _stage_criteria(top.get("criterion"), ordered, shown, task)
     targets = _stage_targets(top.get("target"), ordered, shown)
     return tuple(Stage(m, criteria[m], targets[m]) for m in ordered)
 
 
-def _stage_criteria(raw: Any, methods: list[str], shown: str) -> dict[str, str]:
+def _stage_criteria(raw: Any, methods: list[str], shown: str, task: str) -> dict[str, str]:
     """One criterion for every method, or a mapping ``{method: criterion}`` (others default)."""
     if raw is None or isinstance(raw, str):
         given = {m: raw for m in methods if raw is not None}
@@ -471,10 +496,11 @@ def _stage_criteria(raw: Any, methods: list[str], shown: str) -> dict[str, str]:
     out = {}
     for m in methods:
         where = "criterion" if isinstance(raw, str) else f"criterion.{m}"
-        value = given.get(m, DEFAULT_CRITERION[m])
-        if value not in CRITERIA[m]:
+        allowed, default = _criteria(task, m)
+        value = given.get(m, default)
+        if value not in allowed:
             raise ConfigError(
-                f"{where}={value!r}: must be one of {', '.join(CRITERIA[m])} for method {m} "
+                f"{where}={value!r}: must be one of {', '.join(allowed)} for method {m} "
                 f"(of method {shown}); or give one per method, e.g. criterion: {{{m}: taylor}}"
             )
         out[m] = value
@@ -747,6 +773,8 @@ def _quantize(raw: Any) -> Quantize | None:
 
 
 def _cross_checks(recipe: Recipe) -> None:
+    if recipe.is_decoder:
+        _decoder_checks(recipe)
     q = recipe.quantize
     if q is not None and q.mode == "static" and recipe.is_text:
         raise ConfigError(
@@ -794,6 +822,32 @@ def _cross_checks(recipe: Recipe) -> None:
             "embedding: this section is only for text models (task: embedding, model.hf, "
             "data.file); remove it"
         )
+
+
+def _decoder_checks(recipe: Recipe) -> None:
+    """What a ``task: causal-lm`` recipe may say (its methods and criteria are checked as
+    they are read)."""
+    model = recipe.model
+    if model.factory is not None or (model.builtin and model.builtin not in DECODER_MODELS):
+        given = model.factory or model.builtin
+        raise ConfigError(
+            f"model={given!r} with task causal-lm: use model: {{builtin: "
+            f"{DECODER_MODELS[0]}}} or your own Llama/Qwen-family decoder as model: "
+            "{hf: path/to/folder}"
+        )
+    refused = {
+        "quantize": recipe.quantize is not None,
+        "scope": recipe.scope is not None,
+        "schedule": recipe.schedule.kind != "one-shot",
+        "train": recipe.train is not None,
+        "embedding": bool(recipe.extra),
+    }
+    for key, present in refused.items():
+        if present:
+            raise ConfigError(
+                f"{key}: not supported with task causal-lm (a decoder is cut once, uniformly "
+                "across layers, then recovered by distillation); remove it"
+            )
 
 
 # --- small validators ------------------------------------------------------------------------

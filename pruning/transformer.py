@@ -376,6 +376,18 @@ class TextGraphs:
     def export(self, model: nn.Module, path: Path, opset: int) -> None:
         export_encoder(model, path, opset=opset, output_name=self.adapter.output_name)  # type: ignore[arg-type]
 
+    def parity(self, model: nn.Module, path: Path) -> float:
+        from pruneguard.pruning.export import parity
+
+        return parity(model, path, self.parity_feeds())
+
+    def time(
+        self, paths: Mapping[str, Path], recipe: Recipe, progress: bool
+    ) -> dict[str, dict[str, dict[str, float]]]:
+        from pruneguard.pruning.artifacts import time_recipe
+
+        return time_recipe(paths, self.latency_feeds, recipe, progress)
+
     def parity_feeds(self) -> dict[str, np.ndarray]:
         from pruneguard.pruning.text import tokenize
 
@@ -415,7 +427,7 @@ class TextGraphs:
     def reference(self, evaluation: TextEval) -> pd.DataFrame:
         return self.adapter.reference(evaluation)
 
-    def save_files(self, folder: Path) -> None:
+    def save_files(self, folder: Path, label: str) -> None:
         from pruneguard.pruning.text import save_tokenizer
 
         save_tokenizer(self.adapter.tokenizer, folder)

@@ -46,6 +46,7 @@ __all__ = [
     "export_scorer",
     "held_out_prompts",
     "held_out_sentences",
+    "next_token_accuracy",
     "padding_id",
     "perplexity",
     "score_answer",
@@ -190,6 +191,18 @@ def perplexity(model: CausalLM, data: Sequence[Batch]) -> float:
         total += float(lm_loss(logits, batch)) * tokens
         count += tokens
     return float(np.exp(total / max(count, 1)))
+
+
+@torch.no_grad()
+def next_token_accuracy(model: CausalLM, data: Sequence[Batch]) -> float:
+    """The share of real next tokens of ``data`` that ``model`` ranks first."""
+    hits, count = 0, 0
+    for ids, mask in data:
+        first = logits_of(model, (ids, mask))[:, :-1].argmax(-1)
+        real = mask[:, 1:].bool()
+        hits += int(((first == ids[:, 1:]) & real).sum())
+        count += int(real.sum())
+    return hits / max(count, 1)
 
 
 @torch.no_grad()

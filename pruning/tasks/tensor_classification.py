@@ -5,6 +5,7 @@ its graphs (:class:`TensorGraphs`, one :class:`pruning.artifacts.Graphs`)."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -116,8 +117,17 @@ class TensorGraphs:
 
         export_onnx(model, self.example, path, opset=opset)
 
-    def parity_feeds(self) -> dict[str, np.ndarray]:
-        return {"input": self.baseline.inputs[:PARITY_ROWS].astype(np.float32)}
+    def parity(self, model: nn.Module, path: Path) -> float:
+        from pruneguard.pruning.export import parity
+
+        return parity(model, path, {"input": self.baseline.inputs[:PARITY_ROWS].astype(np.float32)})
+
+    def time(
+        self, paths: Mapping[str, Path], recipe: Recipe, progress: bool
+    ) -> dict[str, dict[str, dict[str, float]]]:
+        from pruneguard.pruning.artifacts import time_recipe
+
+        return time_recipe(paths, self.latency_feeds, recipe, progress)
 
     def latency_feeds(self, batch: int) -> dict[str, np.ndarray]:
         rows = self.baseline.inputs
@@ -157,5 +167,5 @@ class TensorGraphs:
     def reference(self, evaluation: Evaluation) -> pd.DataFrame:
         return reference_frame(evaluation)
 
-    def save_files(self, folder: Path) -> None:
+    def save_files(self, folder: Path, label: str) -> None:
         return None
