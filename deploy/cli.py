@@ -92,6 +92,8 @@ _KNOBS: tuple[tuple[str, Any, str, str], ...] = (
      "Most characters accepted in one text. [default: 10000]"),
     ("--log-text-chars", int, "PRUNEGUARD_LOG_TEXT_CHARS",
      "Characters of each text kept in the prediction log; 0 keeps none. [default: 200]"),
+    ("--max-new-tokens", int, "PRUNEGUARD_MAX_NEW_TOKENS",
+     "Most tokens one /generate request may ask for (causal-lm). [default: 256]"),
 )  # fmt: skip
 
 

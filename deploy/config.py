@@ -36,6 +36,7 @@ ENV: dict[str, str] = {
     "max_batch": "PRUNEGUARD_MAX_BATCH",
     "max_text_chars": "PRUNEGUARD_MAX_TEXT_CHARS",
     "log_text_chars": "PRUNEGUARD_LOG_TEXT_CHARS",
+    "max_new_tokens": "PRUNEGUARD_MAX_NEW_TOKENS",
     "retention_s": "PRUNEGUARD_RETENTION_S",
     "retention_rows": "PRUNEGUARD_RETENTION_ROWS",
     "ort_threads": "PRUNEGUARD_ORT_THREADS",
@@ -62,6 +63,7 @@ class ServeConfig:
     max_batch: int = 64  # rows (or texts) accepted in one /predict request
     max_text_chars: int = 10_000  # characters accepted in one text
     log_text_chars: int = 200  # characters of each text kept in the prediction log (0: none)
+    max_new_tokens: int = 256  # the most tokens one /generate request may ask for
     retention_s: float = 7 * 24 * 3600.0  # prediction-log rows older than this are deleted
     retention_rows: int = 1_000_000  # and at most this many are kept
     ort_threads: int = 1  # intra-op threads per ONNX Runtime session (0: ORT decides)
@@ -84,6 +86,7 @@ class ServeConfig:
             "log_batch",
             "max_batch",
             "max_text_chars",
+            "max_new_tokens",
             "retention_rows",
             "workers",
         ):
@@ -152,6 +155,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "max_batch": int,
     "max_text_chars": int,
     "log_text_chars": int,
+    "max_new_tokens": int,
     "retention_rows": int,
     "ort_threads": int,
     "workers": int,

@@ -33,6 +33,9 @@ METRIC_NAMES: tuple[str, ...] = (
     "pruneguard_shadow_comparisons_total",
     "pruneguard_shadow_probability_distance",
     "pruneguard_shadow_cosine",
+    "pruneguard_shadow_token_agreement",
+    "pruneguard_shadow_logprob_gap",
+    "pruneguard_generated_tokens_total",
     "pruneguard_shadow_dropped_total",
     "pruneguard_model_info",
     "pruneguard_model_reloads_total",
@@ -46,6 +49,8 @@ DROP_REASONS = ("queue_full", "error")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 DISTANCE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
 COSINE_BUCKETS = (0.5, 0.7, 0.8, 0.85, 0.9, 0.925, 0.95, 0.975, 0.99, 0.999, 1.0)
+AGREEMENT_BUCKETS = (0.25, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.99, 1.0)
+GAP_BUCKETS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 
 
 class ServingMetrics:
@@ -87,6 +92,26 @@ class ServingMetrics:
             "Cosine between champion and shadow embeddings of the same text (embedding task).",
             ["model"],
             buckets=COSINE_BUCKETS,
+            registry=reg,
+        )
+        self.shadow_token_agreement = Histogram(
+            "pruneguard_shadow_token_agreement",
+            "Share of a champion answer's tokens the shadow ranks first (causal-lm task).",
+            ["model"],
+            buckets=AGREEMENT_BUCKETS,
+            registry=reg,
+        )
+        self.shadow_logprob_gap = Histogram(
+            "pruneguard_shadow_logprob_gap",
+            "Shadow's mean top-minus-token log-prob gap on a champion answer, nats (causal-lm).",
+            ["model"],
+            buckets=GAP_BUCKETS,
+            registry=reg,
+        )
+        self.generated_tokens = Counter(
+            "pruneguard_generated_tokens_total",
+            "Tokens generated on /generate.",
+            ["model", "variant", "version"],
             registry=reg,
         )
         self.shadow_dropped = Counter(

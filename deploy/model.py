@@ -1,5 +1,5 @@
 """One loaded model version: an ONNX Runtime session, its manifest's io spec and task, and
-(for a text model) its tokenizer."""
+(for a text model) its tokenizer, (for a decoder) its generator (:mod:`deploy.generation`)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from typing import Any
 
 import numpy as np
 
+from pruneguard.deploy.generation import Decoder, score_rows
 from pruneguard.deploy.text import TextEncoder
 from pruneguard.deploy.validation import InputSpec, ValidationError, input_specs, validate_inputs
 from pruneguard.registry.artifact import MODEL, read_manifest
 from pruneguard.registry.errors import ArtifactError
-from pruneguard.registry.tasks import Decoded, Task, task_for, text_spec
+from pruneguard.registry.tasks import CAUSAL_LM, Decoded, Task, task_for, task_name, text_spec
 
 __all__ = ["LoadedModel", "Prediction"]
 
@@ -45,6 +46,7 @@ class LoadedModel:
     task: Task
     session: Any  # onnxruntime.InferenceSession (thread-safe for run())
     text: TextEncoder | None = None  # set for a model that takes texts
+    decoder: Decoder | None = None  # set for a causal-lm version (answers /generate)
 
     @property
     def name(self) -> str:
@@ -69,7 +71,10 @@ class LoadedModel:
         specs = input_specs(manifest)
         text_io = text_spec(manifest)
         text = TextEncoder.load(Path(path), text_io, [s.name for s in specs]) if text_io else None
-        if text is None and len(specs) != 1:
+        decoder = None
+        if task_name(manifest) == CAUSAL_LM:
+            decoder = _load_decoder(Path(path), tag, threads)
+        elif text is None and len(specs) != 1:
             raise ArtifactError(
                 f"{tag}: {len(specs)} inputs and no io.text; pruneguard serves one tensor input, "
                 "or a text model's tokenizer inputs"
@@ -94,11 +99,15 @@ class LoadedModel:
             task=task_for(manifest, output_name=output_name),
             session=session,
             text=text,
+            decoder=decoder,
         )
         model._smoke_test()
         return model
 
     def _smoke_test(self) -> None:
+        if self.decoder is not None:
+            self._smoke_test_decoder(self.decoder)
+            return
         if self.text is not None:
             batch = self.encode(["pruneguard checks that this model runs."])[0]
         else:
@@ -115,7 +124,26 @@ class LoadedModel:
                 f"expected [batch, {n}] from the manifest's class_labels"
             )
 
+    def _smoke_test_decoder(self, decoder: Decoder) -> None:
+        """Generate two tokens and score them, as serving will."""
+        from pruneguard.registry.tasks import pack_sequence
+
+        try:
+            prompt = decoder.prompt_ids([{"role": "user", "content": "Hello."}])
+            answer = decoder.generate(prompt, 2)
+            scores = self.predict(pack_sequence(prompt, answer.tokens)).outputs
+        except Exception as exc:
+            raise ArtifactError(f"{self.tag}: a test generation failed: {exc}") from exc
+        if scores.shape != (1, 3) or scores[0, 2] != len(answer.tokens):
+            raise ArtifactError(f"{self.tag}: scoring its own tokens gave {scores.tolist()}")
+
     def validate(self, inputs: Any, *, max_batch: int) -> np.ndarray:
+        if self.decoder is not None:
+            raise ValidationError(
+                f'{self.name} is a language model: POST /generate {{"prompt": "..."}}, not '
+                "/predict",
+                problem="task",
+            )
         if self.text is not None:
             raise ValidationError(
                 f'{self.name} is a text model: send {{"texts": ["..."]}}, not inputs',
@@ -125,6 +153,8 @@ class LoadedModel:
 
     def encode(self, texts: list[str]) -> tuple[np.ndarray, list[Any]]:
         """Tokenized ``texts`` as one stacked batch (see :mod:`deploy.text`)."""
+        if self.decoder is not None:
+            self.validate(None, max_batch=0)  # the same 400: this model answers /generate
         if self.text is None:
             raise ValidationError(
                 f'{self.name} takes tensors: send {{"inputs": rows shaped '
@@ -134,6 +164,12 @@ class LoadedModel:
         return self.text.encode(texts)
 
     def predict(self, batch: np.ndarray) -> Prediction:
+        """The task's answer to ``batch``; for a decoder, its rating of packed sequences
+        (another version's tokens, :func:`deploy.generation.score_rows`)."""
+        if self.decoder is not None:
+            start = time.perf_counter()
+            decoded = self.task.decode(score_rows(self.session, batch, self.decoder.head_dim))
+            return Prediction(decoded.classes, decoded.outputs, time.perf_counter() - start)
         feeds = self.text.feeds(batch) if self.text is not None else {self.spec.name: batch}
         start = time.perf_counter()
         try:
@@ -150,3 +186,10 @@ class LoadedModel:
         latency = time.perf_counter() - start
         decoded = self.task.decode(np.asarray(raw).reshape(len(batch), -1))
         return Prediction(classes=decoded.classes, outputs=decoded.outputs, latency_s=latency)
+
+
+def _load_decoder(path: Path, tag: str, threads: int) -> Decoder:
+    try:
+        return Decoder.load(path, threads=threads)
+    except Exception as exc:  # genai and transformers raise their own types
+        raise ArtifactError(f"{tag}: onnxruntime-genai cannot load this decoder: {exc}") from exc

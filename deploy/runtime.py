@@ -16,7 +16,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
+
 from pruneguard.deploy.config import ServeConfig
+from pruneguard.deploy.generation import prompt_features, validate_generate
 from pruneguard.deploy.handoff import Handoff, InWorker
 from pruneguard.deploy.logwriter import LogSink
 from pruneguard.deploy.metrics import ServingMetrics, default_metrics
@@ -28,11 +31,13 @@ from pruneguard.deploy.text import text_features, validate_texts
 from pruneguard.deploy.validation import ValidationError, validate_feedback
 from pruneguard.registry.errors import Unavailable
 from pruneguard.registry.settings import mask_url
-from pruneguard.registry.tasks import CLASSIFICATION
+from pruneguard.registry.tasks import CLASSIFICATION, pack_sequence
 
 __all__ = ["NotReady", "Replica"]
 
 log = logging.getLogger(__name__)
+
+DECODER_TOKENIZER = "tokenizer.json"  # a causal-lm artifact's tokenizer file (genai's folder)
 
 
 class NotReady(Unavailable):
@@ -111,12 +116,7 @@ class Replica:
 
         Exactly one of ``inputs`` (tensor rows) and ``texts`` (a text model's) is given."""
         deployment = self.swapper.current
-        champion = deployment.champion
-        if champion is None:
-            raise NotReady(
-                f"no champion of {self.config.model!r} is loaded yet; promote a version with "
-                "`pruneguard models promote TAG` (see /readyz)"
-            )
+        champion = self._champion(deployment.champion)
         try:
             batch, features = self._batch(champion, inputs, texts)
             answer = champion.predict(batch)
@@ -137,6 +137,60 @@ class Replica:
         job = ShadowJob(ids, ts, batch, answer, champion.version, mirror, features)
         self.handoff.submit(job)
         return _response(ids, champion, answer)
+
+    def generate(
+        self, prompt: Any = None, messages: Any = None, max_new_tokens: Any = None
+    ) -> dict[str, Any]:
+        """A causal-lm champion's greedy answer; the dense shadow rates its tokens later, off
+        the response path. :class:`ValidationError` (400) or :class:`NotReady` (503)."""
+        deployment = self.swapper.current
+        champion = self._champion(deployment.champion)
+        try:
+            if champion.decoder is None:
+                raise ValidationError(
+                    f"{champion.name} is a {champion.task.name} model: POST /predict, not "
+                    "/generate", problem="task",
+                )  # fmt: skip
+            chat, budget = validate_generate(
+                prompt, messages, max_new_tokens, limit=self.config.max_new_tokens,
+                max_chars=self.config.max_text_chars,
+            )  # fmt: skip
+            answer = champion.decoder.generate(champion.decoder.prompt_ids(chat), budget)
+        except ValidationError as exc:
+            self.metrics.invalid_requests.labels(self.config.model, exc.problem).inc()
+            raise
+        ts, request_id = time.time(), uuid.uuid4().hex
+        self._champion_latency.observe(answer.latency_s)
+        self.metrics.predictions.labels(self.config.model, "champion", champion.version).inc()
+        self.metrics.generated_tokens.labels(self.config.model, "champion", champion.version).inc(
+            len(answer.tokens)
+        )
+        shadow = deployment.shadow
+        mirror = shadow if shadow is not None and self.handoff.should_sample() else None
+        if mirror is not None and not _same_tokenizer(champion, mirror):
+            self.metrics.shadow_dropped.labels(self.config.model, "tokenizer_mismatch").inc()
+            mirror = None
+        own = Prediction(np.array([-1]), np.array([[1.0, 0.0, len(answer.tokens)]], np.float32),
+                         answer.latency_s)  # fmt: skip
+        features = prompt_features(chat, answer, keep_chars=self.config.log_text_chars)
+        batch = pack_sequence(answer.prompt, answer.tokens)
+        self.handoff.submit(
+            ShadowJob((request_id,), ts, batch, own, champion.version, mirror, (features,))
+        )
+        return {
+            "request_id": request_id, "model": champion.name, "model_version": champion.version,
+            "task": champion.task.name, "text": answer.text, "tokens": answer.tokens,
+            "finish_reason": answer.finish_reason,
+            "usage": {"prompt_tokens": len(answer.prompt), "completion_tokens": len(answer.tokens)},
+        }  # fmt: skip
+
+    def _champion(self, champion: LoadedModel | None) -> LoadedModel:
+        if champion is None:
+            raise NotReady(
+                f"no champion of {self.config.model!r} is loaded yet; promote a version with "
+                "`pruneguard models promote TAG` (see /readyz)"
+            )
+        return champion
 
     def _batch(
         self, champion: LoadedModel, inputs: Any, texts: Any
@@ -198,6 +252,11 @@ def _public_config(config: ServeConfig) -> dict[str, str]:
 def _same_tokenizer(champion: LoadedModel, shadow: LoadedModel) -> bool:
     """Whether the shadow reads the champion's tokens: both take tensors, or both carry the
     same tokenizer file (a pruned version copies its parent's)."""
+    if (champion.decoder is None) != (shadow.decoder is None):
+        return False
+    if champion.decoder is not None:  # a decoder's tokenizer sits beside its graph
+        return bool(champion.manifest["files"].get(DECODER_TOKENIZER)
+                    == shadow.manifest["files"].get(DECODER_TOKENIZER))  # fmt: skip
     if champion.text is None or shadow.text is None:
         return champion.text is shadow.text
     name = str(champion.manifest["io"]["text"]["tokenizer"])

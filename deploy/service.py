@@ -1,4 +1,5 @@
-"""The BentoML service: ``POST /predict``, ``POST /feedback`` (+ optional admin endpoints),
+"""The BentoML service: ``POST /predict``, ``POST /generate`` (a causal-lm champion),
+``POST /feedback`` (+ optional admin endpoints),
 with BentoML's own ``/readyz``, ``/livez``, ``/metrics`` and ``/docs.json``.
 
 Nothing is pinned at ``bentoml build`` time: each worker resolves the champion and shadow
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 _WORKERS = int(os.environ.get("PRUNEGUARD_SERVE_WORKERS") or 1)
 
 # The routes that take a JSON body (BentoML's /readyz, /livez, /metrics are not ours).
-JSON_ROUTES = ("/predict", "/feedback", "/status", "/admin/promote", "/admin/rollback")
+JSON_ROUTES = ("/predict", "/generate", "/feedback", "/status", "/admin/promote", "/admin/rollback")
 # BentoML logs an exception raised while handling a request on this logger.
 BENTOML_REQUEST_LOGGER = "bentoml._internal.server.http_app"
 
@@ -137,6 +138,24 @@ class PruneguardService:
         follows the model's task: classes and probabilities, or embeddings."""
         try:
             return self.replica.predict(inputs, texts)
+        except PruneguardError as exc:
+            return _error(ctx, exc)
+
+    @bentoml.api(route="/generate")
+    def generate(
+        self,
+        ctx: bentoml.Context,
+        prompt: Any = None,
+        messages: Any = None,
+        max_new_tokens: Any = None,
+    ) -> dict[str, Any]:
+        """Answer with a causal-lm champion, greedily: ``prompt`` (a string, one user turn)
+        or ``messages`` (chat turns of ``role`` and ``content``), at most ``max_new_tokens``
+        (the server's limit, PRUNEGUARD_MAX_NEW_TOKENS). The dense shadow rates the answer's
+        tokens off the response path."""
+        # Typed Any so that pydantic coerces nothing: deploy.generation names the problem.
+        try:
+            return self.replica.generate(prompt, messages, max_new_tokens)
         except PruneguardError as exc:
             return _error(ctx, exc)
 

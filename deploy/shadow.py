@@ -23,7 +23,7 @@ import numpy as np
 from pruneguard.deploy.batches import take_batch
 from pruneguard.deploy.metrics import ServingMetrics
 from pruneguard.deploy.model import LoadedModel, Prediction
-from pruneguard.registry.tasks import EMBEDDING, Classification, Task
+from pruneguard.registry.tasks import CAUSAL_LM, EMBEDDING, Classification, Task
 
 __all__ = [
     "Comparison",
@@ -127,6 +127,8 @@ class ShadowRunner:
         self._disagree = metrics.shadow_comparisons.labels(model, "disagree")
         self._distance = metrics.shadow_distance.labels(model)
         self._cosine = metrics.shadow_cosine.labels(model)
+        self._token_agreement = metrics.shadow_token_agreement.labels(model)
+        self._logprob_gap = metrics.shadow_logprob_gap.labels(model)
         self._full = metrics.shadow_dropped.labels(model, "queue_full")
         self._failed = metrics.shadow_dropped.labels(model, "error")
 
@@ -239,6 +241,10 @@ class ShadowRunner:
         if shadow.task.name == EMBEDDING:
             for cosine in result.similarity.tolist():
                 self._cosine.observe(cosine)
+        if shadow.task.name == CAUSAL_LM:  # the row is [agreement, gap, tokens]
+            for agreement, gap, _ in answer.outputs.tolist():
+                self._token_agreement.observe(agreement)
+                self._logprob_gap.observe(gap)
 
 
 def concat(arrays: list[np.ndarray]) -> np.ndarray:

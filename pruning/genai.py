@@ -7,7 +7,8 @@ time to first token and decode tokens/s of several folders side by side as serve
 one sequence, ``threads`` intra-op threads, in alternating blocks whose first run is dropped.
 
 The same ``model.onnx`` also scores a whole sequence in one pass when fed an empty cache
-(:func:`empty_cache_feeds`): that is how a dense shadow rates a champion's tokens.
+(:func:`registry.decoder_graph.empty_cache_feeds`): how a dense shadow rates a champion's
+tokens.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from typing import Any
 import numpy as np
 
 from pruneguard.pruning.errors import BuildFailed, ConfigError
+from pruneguard.registry.decoder_graph import GENAI_CONFIG as CONFIG
+from pruneguard.registry.decoder_graph import empty_cache_feeds, head_size
 
 __all__ = [
     "CONFIG",
@@ -36,7 +39,6 @@ __all__ = [
     "time_decoders",
 ]
 
-CONFIG = "genai_config.json"
 BUILD_TIMEOUT_S = 1800
 
 
@@ -89,22 +91,6 @@ def load_model(folder: Path, threads: int | None = None) -> Any:
         options = {"intra_op_num_threads": threads}
         config.overlay(json.dumps({"model": {"decoder": {"session_options": options}}}))
     return og.Model(config)
-
-
-def head_size(folder: Path) -> int:
-    """The attention head size a genai folder's config declares (its graph leaves it symbolic)."""
-    return int(json.loads((folder / CONFIG).read_text())["model"]["decoder"]["head_size"])
-
-
-def empty_cache_feeds(session: Any, ids: np.ndarray, head_dim: int) -> dict[str, np.ndarray]:
-    """Feeds that run genai's decoder graph over ``ids [batch, seq]`` from an empty KV cache:
-    one pass, logits at every position (teacher forcing)."""
-    feeds: dict[str, np.ndarray] = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
-    for spec in session.get_inputs():
-        if spec.name.startswith("past_key_values."):
-            shape = (ids.shape[0], int(spec.shape[1]), 0, head_dim)
-            feeds[spec.name] = np.zeros(shape, dtype=np.float32)
-    return feeds
 
 
 def _generate(model: Any, prompt: Sequence[int], new_tokens: int) -> tuple[float, float]:

@@ -310,7 +310,7 @@ class DecoderGraphs:
             "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch", "seq", "vocab"]}],
             "runtime": "onnxruntime-genai",
             "transformers_folder": HF,
-            "text": {
+            "generation": {
                 "chat_template": bool(getattr(self.tokenizer, "chat_template", None)),
                 "eos_token_id": self.tokenizer.eos_token_id,
                 "pad_token_id": lm.padding_id(self.tokenizer),

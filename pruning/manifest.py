@@ -76,16 +76,17 @@ def latency_metrics(
 ) -> dict[str, Any]:
     """``latency_ms``, ``baseline_latency_ms``, ``speedup`` (dense p50 / pruned p50) per batch,
     and ``latency_setup`` (threads, blocks, runs: a speed-up means little without them)."""
-    metrics = {
+    setup = dict(setup)
+    metrics: dict[str, Any] = {
         "latency_ms": {b: dict(s) for b, s in pruned.items()},
         "baseline_latency_ms": {b: dict(s) for b, s in dense.items()},
         "speedup": {b: dense[b]["p50"] / pruned[b]["p50"] for b in pruned},
-        "latency_setup": dict(setup),
+        "latency_setup": setup,
     }
     rate = "decode_tokens_per_s"  # a decoder's latency is its time to first token; and this
     if all(rate in s for s in pruned.values()):
         metrics["decode_speedup"] = {b: pruned[b][rate] / dense[b][rate] for b in pruned}
-        metrics["latency_setup"].update(
+        setup.update(
             runtime="onnxruntime-genai", measured="time to first token (p50/p95 ms) and "
             "decode tokens/s, greedy, one sequence",
         )  # fmt: skip

@@ -9,6 +9,12 @@ read as ``classification``. Each task is one small object with three pure method
   (per row: agree, a distance in [0, 1] and a similarity);
 - ``body(decoded)``: the part of a ``/predict`` response that carries the answer.
 
+A ``causal-lm`` version answers ``/generate`` with tokens; its shadow rates them by teacher
+forcing (:func:`score_sequence`, one pass of the dense graph over prompt + answer), so what
+the shadow "outputs" per request is the row ``[token agreement, mean log-prob gap, tokens
+scored]`` (:class:`CausalLM`), and what travels to it is the packed sequence
+(:func:`pack_sequence`).
+
 ``deploy`` (shadow comparison, metrics, responses) and ``agent`` (checks) both go through
 :func:`task_for`; nothing else decodes or compares outputs.
 """
@@ -29,20 +35,24 @@ __all__ = [
     "EMBEDDING",
     "EMBEDDING_AGREE_COSINE",
     "TASKS",
+    "CausalLM",
     "Decoded",
     "Paired",
     "Task",
     "TokenScores",
+    "pack_sequence",
+    "score_sequence",
     "score_tokens",
     "softmax",
     "task_for",
     "task_name",
     "text_spec",
+    "unpack_sequence",
 ]
 
 CLASSIFICATION = "classification"
 EMBEDDING = "embedding"
-CAUSAL_LM = "causal-lm"  # scored offline (score_tokens); not servable by this version yet
+CAUSAL_LM = "causal-lm"  # served on /generate; the shadow scores the champion's tokens
 TASKS = (CLASSIFICATION, EMBEDDING, CAUSAL_LM)
 # Champion and shadow embeddings of one request "agree" at this cosine or above; the
 # agreement counter then means the same thing for every task (same answer, near enough).
@@ -176,6 +186,51 @@ def score_tokens(logprobs: np.ndarray, tokens: np.ndarray) -> TokenScores:
     )
 
 
+def score_sequence(logprobs: np.ndarray, sequence: np.ndarray, prompt_tokens: int) -> TokenScores:
+    """The answer tokens of ``sequence [L]`` (after its first ``prompt_tokens``) rated from a
+    scorer's ``logprobs [L, vocab]`` over the whole sequence (one pass, teacher forcing)."""
+    if not 0 < prompt_tokens <= len(sequence):
+        raise ValueError(f"prompt_tokens={prompt_tokens} for a sequence of {len(sequence)}")
+    start = prompt_tokens - 1  # the position that predicts the first answer token
+    return score_tokens(logprobs[start : len(sequence) - 1], sequence[prompt_tokens:])
+
+
+def pack_sequence(prompt: list[int], answer: list[int]) -> np.ndarray:
+    """``[1, 1 + L]`` int64: the prompt's length, then prompt + answer: a request as the
+    shadow receives it (rows of one length batch together)."""
+    return np.array([[len(prompt), *prompt, *answer]], dtype=np.int64)
+
+
+def unpack_sequence(row: np.ndarray) -> tuple[np.ndarray, int]:
+    """(prompt + answer ids, prompt length) of a :func:`pack_sequence` row."""
+    row = np.asarray(row, dtype=np.int64)
+    prompt_tokens = int(row[0])
+    if not 0 < prompt_tokens < len(row):
+        raise ValueError(f"a packed sequence of {len(row) - 1} tokens cannot have a "
+                         f"{prompt_tokens}-token prompt")  # fmt: skip
+    return row[1:], prompt_tokens
+
+
+@dataclass(frozen=True)
+class CausalLM:
+    """A shadow's rating of the champion's generated tokens, per request: ``[agreement,
+    mean log-prob gap, tokens]``. The two "agree" when every token was the dense model's own
+    first choice; the distance is the share it would have chosen otherwise."""
+
+    name: str = CAUSAL_LM
+
+    def decode(self, raw: np.ndarray) -> Decoded:
+        scores = np.asarray(raw, dtype=np.float32).reshape(len(raw), -1)
+        return Decoded(np.full(len(scores), -1, dtype=np.int64), scores)
+
+    def compare(self, champion: Decoded, shadow: Decoded) -> Paired:
+        agreement = shadow.outputs[:, 0].astype(np.float64)
+        return Paired(agreement >= 1.0, 1.0 - agreement, agreement)
+
+    def body(self, decoded: Decoded) -> dict[str, Any]:
+        return {"token_scores": decoded.outputs.tolist()}
+
+
 def task_name(manifest: Mapping[str, Any]) -> str:
     """``io.task`` of a manifest; ``classification`` when absent (artifacts before §3.8)."""
     io = manifest.get("io") or {}
@@ -197,10 +252,7 @@ def task_for(manifest: Mapping[str, Any], *, output_name: str = "") -> Task:
     if name == EMBEDDING:
         spec = manifest["io"].get("embedding") or {}
         return Embedding(normalize=not spec.get("normalized", True))
-    raise ArtifactError(
-        f"io.task {name!r} cannot be served or compared by this pruneguard version yet; "
-        "serve a classification or embedding version"
-    )
+    return CausalLM()
 
 
 def text_spec(manifest: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -96,6 +96,39 @@ def text_artifacts(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
     return make_text_artifacts(tmp_path_factory.mktemp("text-artifacts"))
 
 
+@pytest.fixture(scope="session")
+def decoder_artifacts(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(dense, pruned) artifacts of a small random Llama (SmolLM2's tokenizer), made by the
+    causal-lm pipeline once (every stage: a layer, a KV group, a quarter of the FFN)."""
+    import yaml
+    from decoders import decoder_recipe, tiny_decoder_folder
+
+    from pruneguard.pruning.pipeline import run
+    from pruneguard.pruning.recipe import parse_recipe
+
+    root = tmp_path_factory.mktemp("decoder-artifacts")
+    recipe = parse_recipe(yaml.safe_load(decoder_recipe(tiny_decoder_folder(root / "hf"))))
+    run(recipe, root / "out", progress=False)
+    return root / "out" / "dense", root / "out" / "pruned"
+
+
+@pytest.fixture
+def decoder_models(pruneguard_home: Path, decoder_artifacts: tuple[Path, Path]) -> Iterator[Any]:
+    """The pruned decoder as champion, its dense parent as shadow (name ``tiny-llm``)."""
+    from serving_support import Models
+
+    from pruneguard.registry import open_registry
+
+    registry = open_registry(None, home=pruneguard_home)
+    dense, pruned = decoder_artifacts
+    shadow = registry.register(dense, actor="test").tag
+    champion = registry.register(pruned, actor="test").tag
+    registry.set_alias("tiny-llm", "champion", champion, actor="test")
+    registry.set_alias("tiny-llm", "shadow", shadow, actor="test")
+    yield Models(registry=registry, champion=champion, shadow=shadow, home=pruneguard_home)
+    registry.close()
+
+
 @pytest.fixture
 def text_models(pruneguard_home: Path, text_artifacts: tuple[Path, Path]) -> Iterator[Any]:
     """The pruned text model as champion, its dense parent as shadow (name ``texts``)."""

@@ -28,7 +28,7 @@ from torch import nn
 
 from pruneguard.pruning.methods.decoder import CausalLM
 from pruneguard.pruning.methods.decoder_scores import Batch, lm_loss, logits_of, next_token_kl
-from pruneguard.registry.tasks import TokenScores, score_tokens
+from pruneguard.registry.tasks import TokenScores, score_sequence
 
 if TYPE_CHECKING:
     from pruneguard.pruning.text import SentenceEncoder
@@ -248,8 +248,8 @@ def export_scorer(model: CausalLM, path: Path, *, opset: int = 18) -> None:
 def score_answer(logprobs: np.ndarray, item: Answer) -> TokenScores:
     """``item``'s answer tokens rated from a scorer's ``logprobs [seq, vocab]`` over its
     prompt + answer (the row of one sequence, from torch or from ONNX Runtime)."""
-    start = len(item.prompt) - 1  # the position that predicts the first answer token
-    return score_tokens(logprobs[start : start + len(item.tokens)], np.array(item.tokens))
+    sequence = np.array(item.sequence, dtype=np.int64)
+    return score_sequence(logprobs[: len(sequence)], sequence, len(item.prompt))
 
 
 def evaluate(

@@ -10,27 +10,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
+from decoders import HEAD_DIM, KV_HEADS, LAYERS
 
 from pruneguard.pruning import genai
 from pruneguard.pruning.latency import make_session
 from pruneguard.pruning.models.smollm2 import load_causal_lm
-from pruneguard.pruning.pipeline import run
-from pruneguard.pruning.recipe import parse_recipe
-from pruneguard.registry.artifact import verify
-
-from ..support.decoders import HEAD_DIM, KV_HEADS, LAYERS, decoder_recipe, tiny_decoder_folder
+from pruneguard.registry.artifact import read_manifest, verify
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def run_out(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict]:
-    root = tmp_path_factory.mktemp("llm")
-    folder = tiny_decoder_folder(root / "tiny")
-    recipe = parse_recipe(yaml.safe_load(decoder_recipe(folder)), source="test")
-    dense, pruned = run(recipe, root / "out", progress=False)
-    return root / "out", dense, pruned
+def run_out(decoder_artifacts: tuple[Path, Path]) -> tuple[Path, dict, dict]:
+    dense, pruned = decoder_artifacts
+    return dense.parent, read_manifest(dense), read_manifest(pruned)
 
 
 def test_the_manifests_describe_the_cut_and_both_artifacts_verify(run_out) -> None:  # type: ignore[no-untyped-def]
