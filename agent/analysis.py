@@ -23,13 +23,14 @@ from pruneguard.agent.checks import (
     cosine_check,
     drift_check,
     inconclusive,
+    token_checks,
 )
 from pruneguard.agent.drift import DriftResult, column_drift
 from pruneguard.agent.features import extract, input_shape, stack_rows
 from pruneguard.agent.policy import CheckResult
 from pruneguard.agent.quality import accuracy
 from pruneguard.registry.errors import ConfigError
-from pruneguard.registry.tasks import EMBEDDING, task_for, task_name
+from pruneguard.registry.tasks import CAUSAL_LM, EMBEDDING, task_for, task_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -70,6 +71,7 @@ class Analysis:
     accuracy_gap: float | None = None
     agreement: float | None = None
     mean_cosine: float | None = None  # embeddings: champion vs shadow in the window
+    logprob_gap: float | None = None  # decoders: the shadow's mean gap on champion tokens
     drift: DriftResult | None = None
     error: str | None = None
 
@@ -83,7 +85,8 @@ class Analysis:
 
 def unavailable(model: str, reason: str, champion: str | None = None) -> Analysis:
     """Every check inconclusive: the data could not be read (no rollback on an outage)."""
-    checks = tuple(inconclusive(name, 0, reason) for name in (*CHECK_NAMES, "cosine"))
+    names = (*CHECK_NAMES, "cosine", "logprob_gap", "token_agreement")
+    checks = tuple(inconclusive(name, 0, reason) for name in names)
     return Analysis(model, champion, None, checks, error=reason)
 
 
@@ -124,6 +127,8 @@ def analyse(
     shad = _rows(frame, "shadow", shadow) if shadow else champ.iloc[0:0]
     if task_name(manifest) == EMBEDDING:
         return _analyse_embedding(champ, shad, model, champion, shadow, manifest, reference, config)
+    if task_name(manifest) == CAUSAL_LM:
+        return _analyse_decoder(champ, shad, model, champion, shadow, manifest, reference, config)
     pairs = champ.merge(
         shad[["request_id", "prediction"]], on="request_id", suffixes=("", "_shadow")
     )
@@ -199,6 +204,40 @@ def _analyse_embedding(
         model, champion, shadow, checks,
         samples={"rows": len(champ), "pairs": len(pairs), "labelled": 0},
         mean_cosine=float(cosines.mean()) if cosines.size else None,
+        drift=drift,
+    )  # fmt: skip
+    return analysis, window
+
+
+def _analyse_decoder(
+    champ: pd.DataFrame, shad: pd.DataFrame, model: str, champion: str, shadow: str | None,
+    manifest: Mapping[str, Any], reference: Reference, config: CheckConfig,
+) -> tuple[Analysis, Window]:  # fmt: skip
+    """Decoders: per request, the dense shadow's rating of the champion's tokens (its row is
+    ``[agreement, gap, tokens]``, :class:`registry.tasks.CausalLM`) against the offline
+    values, averaged per request as here; drift on the prompts' lengths."""
+    pairs = champ.merge(
+        shad[["request_id", "probabilities"]], on="request_id", suffixes=("", "_shadow")
+    )
+    scores = stack_rows(pairs["probabilities_shadow"].tolist(), width=3)
+    if len(scores):
+        scores = scores[np.isfinite(scores).all(axis=1)]
+    metrics = manifest.get("metrics", {})
+
+    def offline(key: str) -> float | None:
+        value = metrics.get(f"{key}_per_request", metrics.get(key))
+        return None if value is None else float(value)
+
+    agreement, gap = token_checks(
+        scores[:, 0], scores[:, 1], expected_agreement=offline("shadow_token_agreement"),
+        expected_gap=offline("shadow_logprob_gap"), config=config,
+    )  # fmt: skip
+    drift, window, drift_result = _drift(champ, manifest, reference, config)
+    analysis = Analysis(
+        model, champion, shadow, (gap, agreement, drift_result),
+        samples={"rows": len(champ), "pairs": len(scores), "labelled": 0},
+        agreement=float(scores[:, 0].mean()) if len(scores) else None,
+        logprob_gap=float(scores[:, 1].mean()) if len(scores) else None,
         drift=drift,
     )  # fmt: skip
     return analysis, window

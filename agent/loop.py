@@ -344,6 +344,7 @@ class Agent:
         m.accuracy_gap.labels(model=model).set(nan(result.accuracy_gap))
         m.agreement_ratio.labels(model=model).set(nan(result.agreement))
         m.mean_cosine.labels(model=model).set(nan(result.mean_cosine))
+        m.token_logprob_gap.labels(model=model).set(nan(result.logprob_gap))
         for kind in ("rows", "pairs", "labelled"):
             m.window_samples.labels(model=model, kind=kind).set(result.samples.get(kind, 0))
         m.failed_checks.labels(model=model).set(state.streak)

@@ -38,6 +38,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "pruneguard_accuracy_gap",
     "pruneguard_agreement_ratio",
     "pruneguard_mean_cosine",
+    "pruneguard_token_logprob_gap",
     "pruneguard_window_samples",
     "pruneguard_agent_failed_checks",
     "pruneguard_agent_analysis_status",
@@ -88,6 +89,13 @@ class AgentMetrics:
             "pruneguard_mean_cosine",
             "Mean cosine of champion and shadow embeddings over the window's pairs (embedding "
             "models; NaN otherwise)",
+            ["model"],
+            registry=r,
+        )
+        self.token_logprob_gap = Gauge(
+            "pruneguard_token_logprob_gap",
+            "Mean log-prob gap (nats) the dense shadow gives the champion's generated tokens "
+            "over the window's requests (causal-lm models; NaN otherwise)",
             ["model"],
             registry=r,
         )

@@ -106,7 +106,11 @@ class CheckResult:
 class PolicyConfig:
     threshold: int = 3
     cooldown_s: float = 600.0
-    gate_order: tuple[str, ...] = ("accuracy_gap", "agreement", "cosine")  # cosine: embeddings
+    # cosine: embeddings; logprob_gap, then token_agreement: decoders (the gap is the finer
+    # measure of the two, taken on the same requests)
+    gate_order: tuple[str, ...] = (
+        "accuracy_gap", "agreement", "cosine", "logprob_gap", "token_agreement",
+    )  # fmt: skip
     flap_limit: int = 2
     flap_window_s: float = 3600.0
 

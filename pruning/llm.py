@@ -84,7 +84,7 @@ class DecoderEval:
     figures: LMEval
     accuracy: float
     predictions: np.ndarray
-    per_prompt: list[dict[str, Any]]  # for reference.parquet
+    per_prompt: list[dict[str, Any]]  # reference.parquet: chars (f0), prompt tokens (f1), scores
 
     @property
     def labels(self) -> np.ndarray:
@@ -111,9 +111,10 @@ class Judge:
             prompts=self.prompts, max_new_tokens=self.opts.max_new_tokens,
         )  # fmt: skip
         rows = [lm.teacher_forced(model, [a]) for a in self.answers]
-        per_prompt = [
-            {"text": p, "prompt_tokens": len(a.prompt), "answer_tokens": len(a.tokens),
-             "token_agreement": s.agreement, "logprob_gap": s.mean_gap}
+        per_prompt = [  # f0, f1: what serving logs of a request (deploy.generation), for drift
+            {"f0": float(len(p)), "f1": float(len(a.prompt)), "text": p,
+             "answer_tokens": len(a.tokens), "teacher_forced_agreement": s.agreement,
+             "logprob_gap": s.mean_gap}
             for p, a, s in zip(self.prompts, self.answers, rows, strict=True)
         ]  # fmt: skip
         agree = np.concatenate([s.agree for s in rows]) if rows else np.zeros(0, dtype=bool)

@@ -77,6 +77,9 @@ class LMEval:
     logprob_gap: float  # its mean log-prob gap on those tokens (0 for the dense model)
     shadow_agreement: float  # its own answers scored by the dense model (as served)
     shadow_logprob_gap: float
+    # the same, averaged per answer (as the agent averages a window's requests)
+    shadow_agreement_per_request: float = float("nan")
+    shadow_logprob_gap_per_request: float = float("nan")
 
     def as_dict(self) -> dict[str, float]:
         return {
@@ -85,6 +88,8 @@ class LMEval:
             "teacher_forced_logprob_gap": self.logprob_gap,
             "shadow_token_agreement": self.shadow_agreement,
             "shadow_logprob_gap": self.shadow_logprob_gap,
+            "shadow_token_agreement_per_request": self.shadow_agreement_per_request,
+            "shadow_logprob_gap_per_request": self.shadow_logprob_gap_per_request,
         }
 
 
@@ -265,6 +270,7 @@ def evaluate(
     """``model``'s figures against ``dense`` (pass the dense model twice for its own)."""
     forward = teacher_forced(model, dense_answers)
     own = answer(model, tokenizer, prompts, max_new_tokens=max_new_tokens)
+    each = [teacher_forced(dense, [a]) for a in own if a.tokens]
     served = teacher_forced(dense, own)
     return LMEval(
         perplexity=perplexity(model, text),
@@ -272,6 +278,8 @@ def evaluate(
         logprob_gap=forward.mean_gap,
         shadow_agreement=served.agreement,
         shadow_logprob_gap=served.mean_gap,
+        shadow_agreement_per_request=float(np.mean([s.agreement for s in each])),
+        shadow_logprob_gap_per_request=float(np.mean([s.mean_gap for s in each])),
     )
 
 
