@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-fast test-kernels kernel-spread lint fmt demo demo-text bench clean
+.PHONY: venv test test-fast test-kernels kernel-spread lint fmt demo demo-text demo-llm bench clean
 
 venv: $(STAMP)
 
@@ -61,6 +61,9 @@ demo: venv
 # The same loop on texts: the built-in MiniLM topic classifier, served {"texts": [...]}.
 demo-text: venv
 	HF_HUB_OFFLINE=1 $(PY) -m pruneguard.demo --text
+
+demo-llm: venv
+	HF_HUB_OFFLINE=1 $(PY) -m pruneguard.demo --llm
 
 bench: venv
 	$(PY) bench/resnet50_speedup.py

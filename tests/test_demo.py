@@ -114,6 +114,26 @@ def test_quick_text_demo_closes_the_loop_on_agreement(tmp_path: Path) -> None:
     assert "without labels" in summary and "ROLLBACK by agent:" in summary
 
 
+@pytest.mark.slow
+def test_quick_llm_demo_rolls_back_on_the_shadows_rating(tmp_path: Path) -> None:
+    """``make demo-llm --quick``: SmolLM2 with a KV group pruned per layer, served on
+    /generate; prompts of the kind measured worst go out and the agent rolls back on the
+    dense shadow's log-prob gap, with no labels."""
+    home = tmp_path / "demo"
+    done = _run_demo(home, "--llm", timeout=2400)
+    assert "kind chosen:" in done.stdout
+    event = _agent_rollback(home)
+    checks = {c["name"]: c for c in event["evidence"]["checks"]}
+    gap = checks["logprob_gap"]
+    assert gap["outcome"] == "fail" and "(logprob_gap)" in event["evidence"]["decision"]["reason"]
+    assert gap["statistic"] > gap["detail"]["ceiling"] > gap["detail"]["expected"]
+    pruned = json.loads((home / "artifacts" / "pruned" / "manifest.json").read_text())
+    metrics = pruned["metrics"]
+    assert metrics["kv_bytes_per_token"] * 3 == metrics["baseline_kv_bytes_per_token"] * 2
+    summary = (home / "summary.html").read_text()
+    assert "ROLLBACK by agent:" in summary and "Kinds of prompt" in summary
+
+
 def _version(home: Path, kind: str) -> str:
     """The registry version of an artifact: the first 16 hex digits of its model.onnx sha256."""
     manifest = json.loads((home / "artifacts" / kind / "manifest.json").read_text())
@@ -244,3 +264,19 @@ def test_a_foreign_home_is_never_wiped(tmp_path: Path) -> None:
     with pytest.raises(demo.DemoError, match="not a demo home"):
         demo.prepare_home(tmp_path)
     assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_llm_prompt_kinds_are_drawn_reproducibly_and_the_clearest_kind_is_chosen() -> None:
+    from pruneguard.demo.llm import KINDS, KindResult, choose_kind, prompts
+
+    for kind in KINDS:
+        assert prompts(kind, 5, seed=1) == prompts(kind, 5, seed=1)
+        assert len(set(prompts(kind, 20, seed=1))) > 1
+    assert prompts("arithmetic", 3, seed=1) != prompts("arithmetic", 3, seed=2)
+    results = [KindResult("a", 12, 0.6, 0.80, 0.3), KindResult("b", 12, 0.5, 1.50, 0.9),
+               KindResult("c", 12, 0.7, 0.55, 0.2)]  # fmt: skip
+    # offline 0.5 + margin 0.1; z = (gap - 0.6) / (sd / sqrt(24)): a 3.3, b 4.9, c -1.2
+    chosen, separated = choose_kind(results, expected_gap=0.5, margin=0.1, window=24)
+    assert chosen.kind == "b" and separated
+    chosen, separated = choose_kind(results[2:], expected_gap=0.5, margin=0.1, window=24)
+    assert chosen.kind == "c" and not separated

@@ -50,7 +50,7 @@ class DemoError(RuntimeError):
 class DemoConfig:
     home: Path
     quick: bool = False
-    workload: str = "digits"  # a key of pruneguard.demo.workload.WORKLOADS
+    workload: str = "digits"  # a key of pruneguard.demo.workload.WORKLOADS, or "llm"
     interval_s: float = 4.0  # agent tick
     window_s: float = 20.0  # seconds of traffic each tick analyses
     threshold: int = 3  # consecutive failing ticks before a rollback
@@ -64,6 +64,9 @@ class DemoConfig:
     @classmethod
     def for_run(cls, home: Path, quick: bool, workload: str = "digits") -> DemoConfig:
         config = cls(home=home.absolute(), quick=quick, workload=workload)
+        if workload == "llm":  # one request at a time, ~0.5 s each: fewer, longer windows
+            return replace(config, interval_s=6.0, window_s=45.0, min_samples=24,
+                           warm_max_s=300.0, rollback_wait_s=420.0)  # fmt: skip
         if quick:
             config = replace(config, interval_s=3.0, window_s=15.0, warm_rows=300)
         return config
@@ -95,6 +98,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--quick", action="store_true", help="fewer epochs and pruning steps (tests, CI)"
+    )
+    parser.add_argument(
+        "--llm",
+        action="store_true",
+        help="the loop on a decoder LLM: SmolLM2-135M with a KV group pruned per layer (recipe "
+        "smollm2-heads), served on /generate, its answers rated by the dense shadow",
     )
     parser.add_argument(
         "--text",

@@ -116,7 +116,7 @@ class Story:
 
     config: DemoConfig
     timeline: Timeline
-    workload: Workload
+    workload: Workload | None  # None: the LLM story (pruneguard.demo.llm) sends prompts itself
     processes: list[Process] = field(default_factory=list)
     outcome: Outcome = field(default_factory=Outcome)
 
@@ -164,8 +164,9 @@ def _replay(
     shift: Shift,
     dense_version: str,
 ) -> None:
-    config, timeline = story.config, story.timeline
-    traffic = Traffic(client, config, story.workload.body)
+    config, timeline, workload = story.config, story.timeline, story.workload
+    assert workload is not None
+    traffic = Traffic(client, config, workload.body)
     x, y = data
     warm = PhaseStats("in-distribution")
     passes = len(watcher.ticks)
@@ -175,11 +176,11 @@ def _replay(
         healthy = sum(m.startswith("healthy (pass") for m in seen)
         return warm.rows >= config.warm_rows and healthy >= WARM_PASSES
 
-    timeline.add(f"traffic phase 1: {story.workload.rows_are} as they are, with labels")
+    timeline.add(f"traffic phase 1: {workload.rows_are} as they are, with labels")
     traffic.run(warm, batches(x, y, config.batch, None, SEED), warmed, watcher, config.warm_max_s)
     timeline.add(f"phase 1 done: {warm.rows} rows, served accuracy {warm.accuracy:.3f}")
     shifted = PhaseStats("shifted")
-    labelled = story.workload.labelled_shift
+    labelled = workload.labelled_shift
     timeline.add(
         f"traffic phase 2: shifted inputs ({shift}), "
         + ("with labels" if labelled else "WITHOUT labels (they come late or never), so the "
@@ -332,11 +333,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pruneguard.registry.errors import PruneguardError
 
     args = parse_args(argv)
-    config = DemoConfig.for_run(args.home, args.quick, "texts" if args.text else "digits")
+    workload = "llm" if args.llm else "texts" if args.text else "digits"
+    config = DemoConfig.for_run(args.home, args.quick, workload)
     started = time.perf_counter()
     signal.signal(signal.SIGTERM, _interrupt)  # stop the children on SIGTERM too
     try:
-        code = run_demo(config)
+        if args.llm:
+            from pruneguard.demo.llm import run_llm_demo
+
+            code = run_llm_demo(config)
+        else:
+            code = run_demo(config)
     except KeyboardInterrupt:
         print("\ninterrupted; the service and agent were stopped", file=sys.stderr)
         return 130
