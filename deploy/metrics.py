@@ -110,8 +110,8 @@ class ServingMetrics:
         )
         self.generated_tokens = Counter(
             "pruneguard_generated_tokens_total",
-            "Tokens generated on /generate.",
-            ["model", "variant", "version"],
+            "Tokens generated on /generate (causal-lm champions).",
+            ["model", "variant"],
             registry=reg,
         )
         self.shadow_dropped = Counter(
@@ -169,6 +169,7 @@ class ServingMetrics:
             self.model_reloads.labels(model, result)
         self.feedback.labels(model)
         self.predlog_written.labels(model)
+        self.generated_tokens.labels(model, "champion")
 
 
 @functools.cache

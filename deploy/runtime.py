@@ -162,9 +162,7 @@ class Replica:
         ts, request_id = time.time(), uuid.uuid4().hex
         self._champion_latency.observe(answer.latency_s)
         self.metrics.predictions.labels(self.config.model, "champion", champion.version).inc()
-        self.metrics.generated_tokens.labels(self.config.model, "champion", champion.version).inc(
-            len(answer.tokens)
-        )
+        self.metrics.generated_tokens.labels(self.config.model, "champion").inc(len(answer.tokens))
         shadow = deployment.shadow
         mirror = shadow if shadow is not None and self.handoff.should_sample() else None
         if mirror is not None and not _same_tokenizer(champion, mirror):

@@ -19,31 +19,24 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from pruneguard.pruning.methods.decoder import CausalLM
 from pruneguard.pruning.methods.decoder_scores import Batch, lm_loss, logits_of, next_token_kl
 from pruneguard.registry.tasks import TokenScores, score_sequence
 
-if TYPE_CHECKING:
-    from pruneguard.pruning.text import SentenceEncoder
-
 __all__ = [
     "Answer",
     "LMEval",
-    "TokenScorer",
     "answer",
     "batches",
     "chat_ids",
     "distill",
     "document_start",
     "evaluate",
-    "export_scorer",
     "held_out_prompts",
     "held_out_sentences",
     "next_token_accuracy",
@@ -225,29 +218,6 @@ def teacher_forced(scorer: CausalLM, answers: Sequence[Answer]) -> TokenScores:
     if not agree:
         return TokenScores(np.zeros(0, dtype=bool), np.zeros(0))
     return TokenScores(np.concatenate(agree), np.concatenate(gap))
-
-
-class TokenScorer(nn.Module):
-    """The graph a shadow scores tokens with: ``input_ids``, ``attention_mask`` [batch, seq]
-    → next-token ``logprobs`` [batch, seq, vocab]; one pass over prompt + answer, no cache."""
-
-    input_names = ("input_ids", "attention_mask")
-
-    def __init__(self, model: CausalLM) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-        return out.logits.log_softmax(-1)
-
-
-def export_scorer(model: CausalLM, path: Path, *, opset: int = 18) -> None:
-    """Write :class:`TokenScorer` of ``model`` as one ONNX file (dynamic batch and length)."""
-    from pruneguard.pruning.transformer import export_encoder
-
-    scorer = cast("SentenceEncoder", TokenScorer(model).eval())  # the same two-input export
-    export_encoder(scorer, path, opset=opset, output_name="logprobs")
 
 
 def score_answer(logprobs: np.ndarray, item: Answer) -> TokenScores:

@@ -23,11 +23,20 @@ def test_a_manifest_without_task_reads_as_classification() -> None:
     assert task_for({"io": {}}, output_name="probabilities").outputs_probabilities  # type: ignore[attr-defined]
 
 
-def test_unknown_and_unservable_tasks_are_refused_by_name() -> None:
+def test_unknown_tasks_are_refused_by_name() -> None:
     with pytest.raises(ArtifactError, match=r"'regression'.*classification, embedding"):
         task_name({"io": {"task": "regression"}})
-    with pytest.raises(ArtifactError, match=r"causal-lm.*cannot be served"):
-        task_for({"io": {"task": "causal-lm"}})
+    assert task_for({"io": {"task": "causal-lm"}}).name == "causal-lm"
+
+
+def test_causal_lm_compares_by_the_shadows_rating_of_the_champions_tokens() -> None:
+    task = task_for({"io": {"task": "causal-lm"}})
+    champion = task.decode(np.array([[1.0, 0.0, 8.0], [1.0, 0.0, 4.0]]))
+    shadow = task.decode(np.array([[1.0, 0.0, 8.0], [0.75, 0.9, 4.0]]))
+    paired = task.compare(champion, shadow)
+    assert paired.agree.tolist() == [True, False]
+    np.testing.assert_allclose(paired.similarity, [1.0, 0.75])
+    np.testing.assert_allclose(paired.distance, [0.0, 0.25])
 
 
 def test_classification_decodes_logits_and_compares_by_class_and_total_variation() -> None:
