@@ -112,35 +112,28 @@ def decoder_artifacts(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, P
     return root / "out" / "dense", root / "out" / "pruned"
 
 
-@pytest.fixture
-def decoder_models(pruneguard_home: Path, decoder_artifacts: tuple[Path, Path]) -> Iterator[Any]:
-    """The pruned decoder as champion, its dense parent as shadow (name ``tiny-llm``)."""
+def _served_pair(home: Path, name: str, dense: Path, pruned: Path) -> Iterator[Any]:
+    """A fresh registry with ``pruned`` as ``name``'s champion and ``dense`` as its shadow."""
     from serving_support import Models
 
     from pruneguard.registry import open_registry
 
-    registry = open_registry(None, home=pruneguard_home)
-    dense, pruned = decoder_artifacts
+    registry = open_registry(None, home=home)
     shadow = registry.register(dense, actor="test").tag
     champion = registry.register(pruned, actor="test").tag
-    registry.set_alias("tiny-llm", "champion", champion, actor="test")
-    registry.set_alias("tiny-llm", "shadow", shadow, actor="test")
-    yield Models(registry=registry, champion=champion, shadow=shadow, home=pruneguard_home)
+    registry.set_alias(name, "champion", champion, actor="test")
+    registry.set_alias(name, "shadow", shadow, actor="test")
+    yield Models(registry=registry, champion=champion, shadow=shadow, home=home)
     registry.close()
+
+
+@pytest.fixture
+def decoder_models(pruneguard_home: Path, decoder_artifacts: tuple[Path, Path]) -> Iterator[Any]:
+    """The pruned decoder as champion, its dense parent as shadow (name ``tiny-llm``)."""
+    yield from _served_pair(pruneguard_home, "tiny-llm", *decoder_artifacts)
 
 
 @pytest.fixture
 def text_models(pruneguard_home: Path, text_artifacts: tuple[Path, Path]) -> Iterator[Any]:
     """The pruned text model as champion, its dense parent as shadow (name ``texts``)."""
-    from serving_support import Models
-
-    from pruneguard.registry import open_registry
-
-    registry = open_registry(None, home=pruneguard_home)
-    dense, pruned = text_artifacts
-    champion = registry.register(pruned, actor="test").tag
-    shadow = registry.register(dense, actor="test").tag
-    registry.set_alias("texts", "champion", champion, actor="test")
-    registry.set_alias("texts", "shadow", shadow, actor="test")
-    yield Models(registry=registry, champion=champion, shadow=shadow, home=pruneguard_home)
-    registry.close()
+    yield from _served_pair(pruneguard_home, "texts", *text_artifacts)

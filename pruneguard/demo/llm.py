@@ -22,7 +22,6 @@ from __future__ import annotations
 import html
 import json
 import random
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -201,7 +200,13 @@ def _replay(story: Story, watcher: Watcher, url: str, kind: KindResult, recipe: 
 def run_llm_demo(config: DemoConfig) -> int:
     from pruneguard.agent.checks import CheckConfig
     from pruneguard.demo.config import prepare_home
-    from pruneguard.demo.story import Story, _check_history, _serve_and_watch, register
+    from pruneguard.demo.story import (
+        Story,
+        _check_history,
+        _serve_and_watch,
+        exit_code,
+        register,
+    )
     from pruneguard.demo.summary import models_cli
     from pruneguard.pruning.llm import LMOptions
     from pruneguard.pruning.pipeline import run
@@ -248,11 +253,7 @@ def run_llm_demo(config: DemoConfig) -> int:
     print("\n".join(timeline.lines()))
     path = _summary(config, pruned, results, kind, timeline, story)
     print(f"\nsummary: {path}")
-    if story.outcome.closed:
-        print("\nthe loop closed: the agent rolled the pruned champion back by itself")
-        return 0
-    print("\nthe loop did NOT close: " + "; ".join(story.outcome.missing), file=sys.stderr)
-    return 1
+    return exit_code(story.outcome)
 
 
 def _pruning_text(pruned: dict[str, Any]) -> str:

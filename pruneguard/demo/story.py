@@ -318,10 +318,15 @@ def _finish(story: Story, pruned: dict[str, Any], shifts: ShiftChoice) -> int:
     section("try it yourself (from this directory; the demo's registry is under --home)")
     for command in try_commands(story.config.home, pruned):
         print(f"  {command}")
-    if story.outcome.closed:
+    return exit_code(story.outcome)
+
+
+def exit_code(outcome: Outcome) -> int:
+    """0 when the loop closed (said on stdout), else 1 with what was missing (on stderr)."""
+    if outcome.closed:
         print("\nthe loop closed: the agent rolled the pruned champion back by itself")
         return 0
-    print("\nthe loop did NOT close: " + "; ".join(story.outcome.missing), file=sys.stderr)
+    print("\nthe loop did NOT close: " + "; ".join(outcome.missing), file=sys.stderr)
     return 1
 
 
