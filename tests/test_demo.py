@@ -114,26 +114,6 @@ def test_quick_text_demo_closes_the_loop_on_agreement(tmp_path: Path) -> None:
     assert "without labels" in summary and "ROLLBACK by agent:" in summary
 
 
-@pytest.mark.slow
-def test_quick_llm_demo_rolls_back_on_the_shadows_rating(tmp_path: Path) -> None:
-    """``make demo-llm --quick``: SmolLM2 with a KV group pruned per layer, served on
-    /generate; prompts of the kind measured worst go out and the agent rolls back on the
-    dense shadow's log-prob gap, with no labels."""
-    home = tmp_path / "demo"
-    done = _run_demo(home, "--llm", timeout=2400)
-    assert "kind chosen:" in done.stdout
-    event = _agent_rollback(home)
-    checks = {c["name"]: c for c in event["evidence"]["checks"]}
-    gap = checks["logprob_gap"]
-    assert gap["outcome"] == "fail" and "(logprob_gap)" in event["evidence"]["decision"]["reason"]
-    assert gap["statistic"] > gap["detail"]["ceiling"] > gap["detail"]["expected"]
-    pruned = json.loads((home / "artifacts" / "pruned" / "manifest.json").read_text())
-    metrics = pruned["metrics"]
-    assert metrics["kv_bytes_per_token"] * 3 == metrics["baseline_kv_bytes_per_token"] * 2
-    summary = (home / "summary.html").read_text()
-    assert "ROLLBACK by agent:" in summary and "Kinds of prompt" in summary
-
-
 def _version(home: Path, kind: str) -> str:
     """The registry version of an artifact: the first 16 hex digits of its model.onnx sha256."""
     manifest = json.loads((home / "artifacts" / kind / "manifest.json").read_text())
