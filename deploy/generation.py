@@ -19,7 +19,12 @@ from typing import Any
 import numpy as np
 
 from pruneguard.deploy.validation import ValidationError
-from pruneguard.registry.decoder_graph import GENAI_CONFIG, empty_cache_feeds, head_size
+from pruneguard.registry.decoder_graph import (
+    GENAI_CONFIG,
+    empty_cache_feeds,
+    genai_model,
+    head_size,
+)
 from pruneguard.registry.tasks import score_sequence, unpack_sequence
 
 __all__ = ["Decoder", "Generation", "prompt_features", "score_rows", "validate_generate"]
@@ -114,17 +119,12 @@ class Decoder:
 
     @classmethod
     def load(cls, folder: Path, *, threads: int) -> Decoder:
-        import onnxruntime_genai as og
         from transformers import AutoTokenizer
 
-        config = og.Config(str(folder))
-        if threads:
-            options = {"intra_op_num_threads": threads}
-            config.overlay(json.dumps({"model": {"decoder": {"session_options": options}}}))
         spec = json.loads((Path(folder) / GENAI_CONFIG).read_text())["model"]
         eos = spec.get("eos_token_id")
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-        return cls(og.Model(config), tokenizer, int(spec["context_length"]), head_size(folder),
+        return cls(genai_model(folder, threads), tokenizer, int(spec["context_length"]), head_size(folder),
                    frozenset(eos if isinstance(eos, list) else [eos]))  # fmt: skip
 
     def prompt_ids(self, chat: list[dict[str, str]]) -> list[int]:

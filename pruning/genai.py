@@ -26,14 +26,13 @@ import numpy as np
 
 from pruneguard.pruning.errors import BuildFailed, ConfigError
 from pruneguard.registry.decoder_graph import GENAI_CONFIG as CONFIG
-from pruneguard.registry.decoder_graph import empty_cache_feeds, head_size
+from pruneguard.registry.decoder_graph import empty_cache_feeds, genai_model, head_size
 
 __all__ = [
     "CONFIG",
     "build",
     "empty_cache_feeds",
     "head_size",
-    "load_model",
     "one_file",
     "set_threads",
     "time_decoders",
@@ -82,17 +81,6 @@ def set_threads(folder: Path, threads: int) -> None:
     path.write_text(json.dumps(config, indent=4))
 
 
-def load_model(folder: Path, threads: int | None = None) -> Any:
-    """An ``onnxruntime_genai.Model`` of ``folder`` (threads: the config's, unless given)."""
-    import onnxruntime_genai as og
-
-    config = og.Config(str(folder))
-    if threads:
-        options = {"intra_op_num_threads": threads}
-        config.overlay(json.dumps({"model": {"decoder": {"session_options": options}}}))
-    return og.Model(config)
-
-
 def _generate(model: Any, prompt: Sequence[int], new_tokens: int) -> tuple[float, float]:
     """(seconds to the first token, seconds for the ``new_tokens - 1`` after it), greedy."""
     import onnxruntime_genai as og
@@ -122,7 +110,7 @@ def time_decoders(
     """Per label: ``ttft_ms`` p50/p95 and ``decode_tokens_per_s`` (median), side by side."""
     if runs < 2 or new_tokens < 2:
         raise ValueError("runs and new_tokens must be at least 2 (the first run is dropped)")
-    models = {label: load_model(folder, threads) for label, folder in folders.items()}
+    models = {label: genai_model(folder, threads) for label, folder in folders.items()}
     ttft: dict[str, list[float]] = {label: [] for label in models}
     rate: dict[str, list[float]] = {label: [] for label in models}
     for _ in range(blocks):

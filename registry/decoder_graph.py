@@ -17,7 +17,7 @@ import numpy as np
 
 from pruneguard.registry.errors import ArtifactError
 
-__all__ = ["GENAI_CONFIG", "empty_cache_feeds", "head_size"]
+__all__ = ["GENAI_CONFIG", "empty_cache_feeds", "genai_model", "head_size"]
 
 GENAI_CONFIG = "genai_config.json"
 
@@ -33,6 +33,18 @@ def head_size(folder: Path) -> int:
             f"{path}: no readable model.decoder.head_size ({exc}); rebuild the artifact with "
             "`pruneguard prune`"
         ) from exc
+
+
+def genai_model(folder: Path, threads: int | None = None) -> Any:
+    """An ``onnxruntime_genai.Model`` of the artifact ``folder``; ``threads`` overrides the
+    config's intra-op threads (None or 0: the config's)."""
+    import onnxruntime_genai as og
+
+    config = og.Config(str(folder))
+    if threads:
+        options = {"intra_op_num_threads": threads}
+        config.overlay(json.dumps({"model": {"decoder": {"session_options": options}}}))
+    return og.Model(config)
 
 
 def empty_cache_feeds(session: Any, ids: np.ndarray, head_dim: int) -> dict[str, np.ndarray]:

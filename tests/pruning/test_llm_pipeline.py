@@ -16,6 +16,7 @@ from pruneguard.pruning import genai
 from pruneguard.pruning.latency import make_session
 from pruneguard.pruning.models.smollm2 import load_causal_lm
 from pruneguard.registry.artifact import read_manifest, verify
+from pruneguard.registry.decoder_graph import genai_model
 
 pytestmark = pytest.mark.slow
 
@@ -76,7 +77,7 @@ def test_genai_generates_from_the_artifact_folder_as_transformers_does(run_out) 
         [{"role": "user", "content": "Name a colour."}], add_generation_prompt=True,
         tokenize=True, return_dict=True,
     )["input_ids"]  # fmt: skip
-    served = genai.load_model(out / "pruned", threads=1)
+    served = genai_model(out / "pruned", threads=1)
     params = og.GeneratorParams(served)
     params.set_search_options(max_length=len(prompt) + 10, do_sample=False)
     generator = og.Generator(served, params)
