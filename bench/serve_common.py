@@ -5,7 +5,9 @@ Two models (``--model``, see :func:`add_model_args`): ``digits``, a small CNN bu
 seconds (tests/support/artifact_factory.py), sent ``{"inputs": rows}``; and ``text``,
 all-MiniLM-L6-v2 dense + pruned by the built-in recipe minilm-fast (built once into
 ``--artifacts DIR``, then reused), sent ``{"texts": [...]}`` of English sentences that
-tokenize to about 128 tokens, tokenized in the service.
+tokenize to about 128 tokens, tokenized in the service; and ``llm``, SmolLM2-135M dense +
+pruned by the built-in recipe smollm2-heads (also cached in ``--artifacts``), sent
+``/generate {"prompt", "max_new_tokens"}`` with the held-out chat prompts in turn.
 
 Progress goes to stderr; each benchmark prints one JSON object on stdout.
 """
@@ -39,8 +41,10 @@ sys.path.append(str(ROOT / "tests" / "support"))  # artifact_factory: a real ONN
 MODEL = "digits"
 ROW = np.random.default_rng(0).uniform(0, 16, size=(1, 1, 8, 8)).round(2).tolist()
 TEXT_RECIPE = "minilm-fast"
+LLM_RECIPE = "smollm2-heads"
 TEXT_TOKENS = 128  # the speed targets are measured at seq 128
 SENTENCES = ROOT / "pruning" / "data" / "sentences_train.txt"
+Body = dict[str, Any] | list[dict[str, Any]]  # one request body, or several sent in turn
 
 
 def log(name: str, msg: str) -> None:
@@ -57,18 +61,20 @@ def add_model_args(ap: argparse.ArgumentParser) -> None:
     """The options that pick what is served: ``--model``, ``--artifacts``, ``--batch``."""
     ap.add_argument(
         "--model",
-        choices=("digits", "text"),
+        choices=("digits", "text", "llm"),
         default="digits",
-        help="digits: a small CNN, rows in; text: MiniLM (minilm-fast), texts in",
+        help="digits: a small CNN, rows in; text: MiniLM (minilm-fast), texts in; "
+        "llm: SmolLM2-135M (smollm2-heads), /generate",
     )
     ap.add_argument(
         "--artifacts",
         type=Path,
         default=None,
-        help="text: cache of the minilm-fast dense/pruned artifacts (built there if absent; "
+        help="text, llm: cache of the dense/pruned artifacts (built there if absent; "
         "default: a temp dir, rebuilt each run)",
     )
     ap.add_argument("--batch", type=int, default=1, help="rows or texts per request")
+    ap.add_argument("--max-new-tokens", type=int, default=32, help="llm: tokens per answer")
 
 
 @dataclass
@@ -81,9 +87,18 @@ class Workspace:
     model: str = MODEL
     texts: list[str] = field(default_factory=list)  # text model: request texts (~128 tokens)
     db_url: str | None = None  # None: the default registry under home
+    prompts: list[str] = field(default_factory=list)  # decoder: chat prompts, sent in turn
+    max_new_tokens: int = 32
 
-    def body(self, batch: int = 1) -> dict[str, Any]:
-        """A /predict request body of ``batch`` rows or texts."""
+    @property
+    def route(self) -> str:
+        return "/generate" if self.prompts else "/predict"
+
+    def body(self, batch: int = 1) -> Body:
+        """A /predict request body of ``batch`` rows or texts; for a decoder, one /generate
+        body per prompt (the clients send them in turn)."""
+        if self.prompts:
+            return [{"prompt": p, "max_new_tokens": self.max_new_tokens} for p in self.prompts]
         if self.texts:
             return {"texts": [self.texts[i % len(self.texts)] for i in range(batch)]}
         return {"inputs": [ROW[0]] * batch}
@@ -123,7 +138,8 @@ def workspace(
         os.environ["BENTOML_DO_NOT_TRACK"] = "True"
         from pruneguard.registry import open_registry
 
-        if model == "text":
+        if model in ("text", "llm"):
+            recipe = LLM_RECIPE if model == "llm" else recipe
             dense, pruned = text_artifacts(artifacts or Path(tmp) / "artifacts", recipe,
                                            champion_kind)  # fmt: skip
         else:
@@ -139,7 +155,8 @@ def workspace(
         registry.set_alias(name, "shadow", shadow, actor="bench")
         texts = request_texts(pruned) if model == "text" else []
         try:
-            yield Workspace(home, champion, shadow, pruned, registry, name, texts)
+            yield Workspace(home, champion, shadow, pruned, registry, name, texts,
+                            prompts=chat_prompts() if model == "llm" else [])  # fmt: skip
         finally:
             registry.close()
 
@@ -183,6 +200,13 @@ def request_texts(artifact: Path, count: int = 16) -> list[str]:
             if len(texts) == count:
                 return texts
     raise RuntimeError(f"{SENTENCES} gives only {len(texts)} texts of {TEXT_TOKENS} tokens")
+
+
+def chat_prompts() -> list[str]:
+    """The held-out chat prompts (the ones the manifest's offline values were measured on)."""
+    from pruneguard.pruning.tasks.causal_lm import held_out_prompts
+
+    return held_out_prompts()
 
 
 def text_tokens(ws: Workspace) -> list[int]:
@@ -298,28 +322,33 @@ def closed_loop(
     *,
     requests: int,
     concurrency: int,
-    body: dict[str, Any] | None = None,
+    body: Body | None = None,
     on_sample: Callable[[Sample], None] | None = None,
     until: Callable[[], bool] | None = None,
+    route: str = "/predict",
 ) -> Load:
     """``concurrency`` clients, each sending its next request when the last one answered;
-    ``requests`` in all, or (with ``until``) at least that many and until ``until()``."""
-    body = body or {"inputs": [ROW[0]]}
+    ``requests`` in all, or (with ``until``) at least that many and until ``until()``. A
+    list of bodies is sent in turn (the n-th request of the call gets body n mod len)."""
+    bodies = body if isinstance(body, list) else [body or {"inputs": [ROW[0]]}]
     load = Load()
+    sent = [0]
     lock = threading.Lock()
     remaining = [requests]
 
     def client() -> None:
         first = True
-        with httpx.Client(base_url=url, timeout=30) as c:
+        with httpx.Client(base_url=url, timeout=120) as c:
             while True:
                 with lock:
                     if remaining[0] <= 0 and (until is None or until()):
                         return
                     remaining[0] -= 1
+                    request = bodies[sent[0] % len(bodies)]
+                    sent[0] += 1
                 start = time.perf_counter()
                 try:
-                    r = c.post("/predict", json=body)
+                    r = c.post(route, json=request)
                     version = r.json().get("model_version", "") if r.status_code == 200 else ""
                     sample = Sample(start, time.perf_counter(), r.status_code, str(version), first)
                 except httpx.HTTPError:
@@ -355,9 +384,10 @@ def alternating_blocks(
     blocks: int,
     requests: int,
     concurrency: int,
-    body: dict[str, Any] | None = None,
+    body: Body | None = None,
     warmup: int = 100,
     drop_first: bool = False,
+    route: str = "/predict",
 ) -> Iterator[tuple[int, list[Block]]]:
     """Wait for the servers, warm each up (``warmup`` requests, not measured), then yield per
     block one :class:`Block` per server, the order alternating (AB, BA, ...) so that every
@@ -367,7 +397,7 @@ def alternating_blocks(
     for server in servers.values():
         server.wait_ready()
     for server in servers.values():
-        closed_loop(server.url, requests=warmup, concurrency=concurrency, body=body)
+        closed_loop(server.url, requests=warmup, concurrency=concurrency, body=body, route=route)
     for block in range(blocks):
         order = list(servers) if block % 2 == 0 else list(reversed(servers))
         done = []
@@ -375,8 +405,9 @@ def alternating_blocks(
             pid = servers[name].proc.pid
             cpu, start = tree_cpu_s(pid), time.perf_counter()
             load = closed_loop(
-                servers[name].url, requests=requests, concurrency=concurrency, body=body
-            )
+                servers[name].url, requests=requests, concurrency=concurrency, body=body,
+                route=route,
+            )  # fmt: skip
             seconds = time.perf_counter() - start
             if drop_first:
                 load.samples = [s for s in load.samples if not s.first]
