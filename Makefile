@@ -36,11 +36,14 @@ test: venv lint
 # demo (~6 min a run) runs once, in `make test`: docs/testing.md says why and what it rests on.
 KERNELS ?= default avx2 avx512
 TEXT_DEMO := tests/test_demo.py::test_quick_text_demo_closes_the_loop_on_agreement
+# The LLM demo (SmolLM2, minutes of pruning) also runs once: its figures come from genai and
+# ONNX Runtime as served, and its torch part is covered per kernel set by tests/pruning.
+LLM_DEMO := tests/test_demo.py::test_quick_llm_demo_rolls_back_on_the_shadows_rating
 test-kernels: venv
 	@set -e; for cap in $(KERNELS); do \
 	  echo "== ATEN_CPU_CAPABILITY=$$cap"; \
 	  ATEN_CPU_CAPABILITY=$$cap $(VENV)/bin/pytest -q tests/pruning tests/test_demo.py \
-	    --deselect $(TEXT_DEMO); \
+	    --deselect $(TEXT_DEMO) --deselect $(LLM_DEMO); \
 	done
 
 # What the kernel-sensitive tests' bounds rest on: JSON per kernel set and thread count.

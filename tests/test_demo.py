@@ -114,6 +114,31 @@ def test_quick_text_demo_closes_the_loop_on_agreement(tmp_path: Path) -> None:
     assert "without labels" in summary and "ROLLBACK by agent:" in summary
 
 
+@pytest.mark.slow
+def test_quick_llm_demo_rolls_back_on_the_shadows_rating(tmp_path: Path) -> None:
+    """``make demo-llm --quick``: SmolLM2 with a KV group pruned per layer, served on
+    /generate; prompts of the kind measured worst go out and the agent rolls back on the
+    dense shadow's rating of the champion's tokens, with no labels."""
+    home = tmp_path / "demo"
+    done = _run_demo(home, "--llm", timeout=2400)
+    assert "kind chosen:" in done.stdout
+    event = _agent_rollback(home)
+    checks = {c["name"]: c for c in event["evidence"]["checks"]}
+    decider = next(n for n in ("logprob_gap", "token_agreement") if f"({n})" in
+                   event["evidence"]["decision"]["reason"])  # fmt: skip
+    check = checks[decider]
+    assert check["outcome"] == "fail" and check["p_value"] < check["detail"]["alpha"]
+    if decider == "logprob_gap":  # worse is a larger gap, a smaller agreement
+        assert check["statistic"] > check["detail"]["ceiling"] > check["detail"]["expected"]
+    else:
+        assert check["statistic"] < check["detail"]["floor"] < check["detail"]["expected"]
+    pruned = json.loads((home / "artifacts" / "pruned" / "manifest.json").read_text())
+    metrics = pruned["metrics"]
+    assert metrics["kv_bytes_per_token"] * 3 == metrics["baseline_kv_bytes_per_token"] * 2
+    summary = (home / "summary.html").read_text()
+    assert "ROLLBACK by agent:" in summary and "Kinds of prompt" in summary
+
+
 def _version(home: Path, kind: str) -> str:
     """The registry version of an artifact: the first 16 hex digits of its model.onnx sha256."""
     manifest = json.loads((home / "artifacts" / kind / "manifest.json").read_text())
