@@ -16,7 +16,8 @@ chat prompts in turn, and the shadow scores every answer with one pass of the de
 
 ``--control`` runs both servers with the shadow off (an A/A run): the ratio it prints is the
 noise floor of the measurement on this machine. PRUNEGUARD_SHADOW_MODE=thread measures the
-shadow as a thread in the worker instead of its own process.
+shadow as a thread in the worker instead of its own process; PRUNEGUARD_SHADOW_SCHED=nice
+its own process as an ordinary niced one instead of SCHED_IDLE (the default on Linux).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from serve_common import (
     uptime,
     workspace,
 )
+
+from pruneguard.deploy.config import DEFAULT_SHADOW_SCHED
 
 NAME = "serve_shadow_overhead"
 
@@ -150,6 +153,7 @@ def main() -> None:
                 **({"max_new_tokens": args.max_new_tokens} if llm else {}),
                 "control_a_a": args.control,
                 "shadow_mode": os.environ.get("PRUNEGUARD_SHADOW_MODE", "process"),
+                "shadow_sched": os.environ.get("PRUNEGUARD_SHADOW_SCHED", DEFAULT_SHADOW_SCHED),
                 "requests_per_block": args.requests,
                 "rounds": args.rounds,
                 "blocks_per_setting": args.blocks * args.rounds,

@@ -19,6 +19,10 @@ from pruneguard.registry.settings import resolve_settings
 __all__ = ["ENV", "SHADOW_MODES", "ServeConfig"]
 
 SHADOW_MODES = ("process", "thread")
+# idle: Linux SCHED_IDLE, the shadow process gets only CPU time nothing else wants (a waking
+# request preempts it at once); nice: an ordinary process lowered by shadow_nice.
+SHADOW_SCHEDS = ("idle", "nice")
+DEFAULT_SHADOW_SCHED = "idle" if hasattr(os, "SCHED_IDLE") else "nice"
 
 # field -> environment variable
 ENV: dict[str, str] = {
@@ -30,6 +34,7 @@ ENV: dict[str, str] = {
     "shadow_queue": "PRUNEGUARD_SHADOW_QUEUE",
     "shadow_mode": "PRUNEGUARD_SHADOW_MODE",
     "shadow_nice": "PRUNEGUARD_SHADOW_NICE",
+    "shadow_sched": "PRUNEGUARD_SHADOW_SCHED",
     "log_queue": "PRUNEGUARD_LOG_QUEUE",
     "log_batch": "PRUNEGUARD_LOG_BATCH",
     "log_flush_s": "PRUNEGUARD_LOG_FLUSH",
@@ -57,6 +62,7 @@ class ServeConfig:
     shadow_queue: int = 256  # pending shadow jobs per worker; beyond it jobs are dropped
     shadow_mode: str = "process"  # process: a child process per worker; thread: in the worker
     shadow_nice: int = 10  # how much lower the shadow process's CPU priority is (0..19)
+    shadow_sched: str = DEFAULT_SHADOW_SCHED  # the shadow process's CPU scheduling (SHADOW_SCHEDS)
     log_queue: int = 10_000  # pending prediction-log rows per worker; beyond it rows are dropped
     log_batch: int = 256  # rows per database write
     log_flush_s: float = 0.5  # longest a row waits before being written
@@ -79,6 +85,13 @@ class ServeConfig:
         _check(self.ort_threads >= 0, "ort_threads", self.ort_threads, ">= 0")
         _check(self.shadow_mode in SHADOW_MODES, "shadow_mode", self.shadow_mode, "process, thread")
         _check(0 <= self.shadow_nice <= 19, "shadow_nice", self.shadow_nice, "0..19")
+        _check(self.shadow_sched in SHADOW_SCHEDS, "shadow_sched", self.shadow_sched, "idle, nice")
+        _check(
+            self.shadow_sched != "idle" or hasattr(os, "SCHED_IDLE"),
+            "shadow_sched",
+            self.shadow_sched,
+            "nice on this platform (idle needs Linux's SCHED_IDLE)",
+        )
         _check(self.log_text_chars >= 0, "log_text_chars", self.log_text_chars, ">= 0")
         for name in (
             "shadow_queue",

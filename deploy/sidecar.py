@@ -5,7 +5,9 @@ Done in the worker, the shadow's inference and comparison and the prediction-log
 share its GIL and CPU with the requests, and the champion's latency and throughput pay for
 it. With :class:`Sidecar` the worker only queues each answered request (bounded, never
 blocking); a forwarder thread writes the queue every ``linger_s`` to a child process
-(``python -m deploy.sidecar``), niced by ``shadow_nice``. The child logs the champion's
+(``python -m deploy.sidecar``), scheduled below the requests (``shadow_sched``: Linux's
+SCHED_IDLE by default, so a waking request preempts it at once and the scheduler places it
+as on an idle CPU; else niced by ``shadow_nice``). The child logs the champion's
 rows, runs the shadow on the sampled ones (a :class:`deploy.shadow.ShadowRunner`) and logs
 those too; its metrics go to the same prometheus multiprocess directory (summed on
 ``/metrics``).
@@ -285,7 +287,7 @@ class Sidecar:
             log.error("sidecar: cannot start (%s)", exc)
             return None
         self.spawns += 1
-        log.info("sidecar %d started (nice +%d)", self._child.pid, self.config.shadow_nice)
+        log.info("sidecar %d started (%s)", self._child.pid, _priority(self.config))
         return self._child
 
     def _child_env(self) -> dict[str, str]:
@@ -338,6 +340,17 @@ class _Sessions:
         return model
 
 
+def lower_priority(config: ServeConfig) -> None:
+    """Put this process below the serving worker, as ``config.shadow_sched`` says."""
+    os.nice(config.shadow_nice)
+    if config.shadow_sched == "idle":
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+
+
+def _priority(config: ServeConfig) -> str:
+    return "SCHED_IDLE" if config.shadow_sched == "idle" else f"nice +{config.shadow_nice}"
+
+
 def main() -> None:
     """Log and mirror the requests read from stdin until it closes (``python -m deploy.sidecar``)."""
     logging.basicConfig(
@@ -348,7 +361,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     config = ServeConfig.from_env()
-    os.nice(config.shadow_nice)  # before the heavy imports below
+    lower_priority(config)  # before the heavy imports below (threads inherit it)
     from pruneguard.deploy.handoff import InWorker
     from pruneguard.deploy.metrics import default_metrics
     from pruneguard.registry import open_registry

@@ -86,6 +86,11 @@ def test_environment_only_knobs_reach_the_workers(
     assert (
         result.exit_code == 2 and "shadow_mode is 'fork'; allowed: process, thread" in result.output
     )
+    monkeypatch.setenv(ENV["shadow_mode"], "process")
+    monkeypatch.setenv(ENV["shadow_sched"], "realtime")
+    result = CliRunner().invoke(serve, ["digits"])
+    assert result.exit_code == 2
+    assert "shadow_sched is 'realtime'; allowed: idle, nice" in result.output
 
 
 def test_host_defaults_to_loopback() -> None:

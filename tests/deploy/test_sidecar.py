@@ -154,14 +154,28 @@ def _dropped(reg: CollectorRegistry, reason: str) -> float:
     return float(value or 0.0)
 
 
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
+def test_by_default_the_child_runs_under_sched_idle(
+    models_on_disk: tuple[Models, LoadedModel], start: Callable[..., Sidecar]
+) -> None:
+    _, shadow = models_on_disk
+    process = start()
+    pid = wait_for(lambda: process.child_pid)
+    wait_for(lambda: os.sched_getscheduler(pid) == os.SCHED_IDLE)  # the child's first step
+    assert process.submit(_job(shadow, rows=2, seed=0))  # and it still does its work
+    process.stop()
+    assert process.child_pid is None
+
+
 def test_jobs_run_in_a_niced_child_and_reach_the_prediction_log(
     models_on_disk: tuple[Models, LoadedModel], start: Callable[..., Sidecar]
 ) -> None:
     models, shadow = models_on_disk
-    process = start(shadow_nice=5)
+    process = start(shadow_nice=5, shadow_sched="nice")
     pid = wait_for(lambda: process.child_pid)
     expected = min(19, os.getpriority(os.PRIO_PROCESS, 0) + 5)
     wait_for(lambda: os.getpriority(os.PRIO_PROCESS, pid) == expected)  # the child's first step
+    assert os.sched_getscheduler(pid) == os.SCHED_OTHER
     jobs = [_job(shadow, rows=2, seed=i) for i in range(10)]
     assert all(process.submit(job) for job in jobs)
     process.stop()

@@ -31,13 +31,15 @@ def test_both_replicas_follow_one_rollback(isolated_pg_url: str, tmp_path: Path)
             wait_for(lambda server=server: _version(server) == models.champion_version)
         assert all(s.alive() for s in replicas)
 
-        ids = httpx.post(f"{replicas[1].url}/predict", json={"inputs": [ROW]}).json()["request_ids"]
-        assert (
-            httpx.post(
-                f"{replicas[0].url}/feedback", json={"request_id": ids[0], "label": 3}
-            ).status_code
-            == 200
+        # Timeouts as in _version: the 5 s default is too short for a loaded 2-core CI machine.
+        answer = httpx.post(f"{replicas[1].url}/predict", json={"inputs": [ROW]}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        feedback = httpx.post(
+            f"{replicas[0].url}/feedback",
+            json={"request_id": answer.json()["request_ids"][0], "label": 3},
+            timeout=30,
         )
+        assert feedback.status_code == 200, feedback.text
     finally:
         for server in replicas:
             server.stop()
