@@ -1,4 +1,6 @@
-"""Training, recovery finetuning (optionally distilled from the dense teacher) and evaluation.
+"""Training, recovery finetuning (optionally distilled from the dense teacher) and evaluation
+of tensor classifiers; the loss is the task's (:class:`pruning.tasks.losses.LabelsAndLogits`
+unless told).
 
 Progress lines go to stderr, never stdout (``--json`` output owns stdout).
 """
@@ -16,36 +18,11 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["accuracy", "distillation_loss", "predict", "train"]
+    from pruneguard.pruning.tasks.losses import DistillLoss
+
+__all__ = ["accuracy", "predict", "train"]
 
 Batches = Iterable[tuple["torch.Tensor", "torch.Tensor"]]
-
-
-def distillation_loss(
-    logits: torch.Tensor,
-    labels: torch.Tensor,
-    teacher_logits: torch.Tensor | None,
-    *,
-    alpha: float,
-    temperature: float,
-) -> torch.Tensor:
-    """Cross-entropy, mixed with ``alpha`` × KL(teacher ‖ student) on logits softened by T.
-
-    The KL term is scaled by T² so its gradients keep their size as T changes (Hinton et al.).
-    """
-    import torch.nn.functional as F
-
-    ce = F.cross_entropy(logits, labels)
-    if teacher_logits is None:
-        return ce
-    t = temperature
-    kl = F.kl_div(
-        F.log_softmax(logits / t, dim=1),
-        F.log_softmax(teacher_logits / t, dim=1),
-        log_target=True,
-        reduction="batchmean",
-    )
-    return (1.0 - alpha) * ce + alpha * kl * t * t
 
 
 def train(
@@ -55,13 +32,13 @@ def train(
     epochs: int,
     lr: float,
     teacher: nn.Module | None = None,
-    distill_alpha: float = 0.5,
-    temperature: float = 2.0,
+    loss: DistillLoss | None = None,
     progress: bool = True,
     seed: int | None = 0,
     desc: str = "epoch",
 ) -> None:
-    """Train ``model`` in place with Adam; with a ``teacher``, distill from its logits.
+    """Train ``model`` in place with Adam on ``loss`` (default: cross-entropy on the labels,
+    mixed with KL to the ``teacher``'s logits when given).
 
     Progress (``desc``, one step per epoch with its loss) goes to stderr: a bar on a terminal.
 
@@ -70,6 +47,9 @@ def train(
     """
     import torch
 
+    from pruneguard.pruning.tasks.losses import LabelsAndLogits
+
+    loss = loss or LabelsAndLogits()
     if seed is not None:
         torch.manual_seed(seed)
     if teacher is not None:
@@ -89,10 +69,10 @@ def train(
     per_batch = schedule if sized else None
     with steps(epochs, desc, enabled=progress) as done:
         for _ in range(epochs):
-            loss = _epoch(model, loader, optimizer, teacher, distill_alpha, temperature, per_batch)
+            mean = _epoch(model, loader, optimizer, teacher, loss, per_batch)
             if not sized:
                 schedule.step()
-            done.advance(f"loss {loss:.4f}")
+            done.advance(f"loss {mean:.4f}")
     model.eval()
 
 
@@ -101,26 +81,21 @@ def _epoch(
     loader: Batches,
     optimizer: torch.optim.Optimizer,
     teacher: nn.Module | None,
-    alpha: float,
-    temperature: float,
+    loss: DistillLoss,
     schedule: torch.optim.lr_scheduler.LRScheduler | None,
 ) -> float:
     """One pass over ``loader`` (``schedule`` steps after every batch); the mean loss."""
-    import torch
-
     model.train()
     total, n = 0.0, 0
-    for x, y in loader:
-        with torch.no_grad():
-            t_logits = teacher(x) if teacher is not None else None
-        loss = distillation_loss(model(x), y, t_logits, alpha=alpha, temperature=temperature)
+    for batch in loader:
+        value = loss.loss(model, batch, loss.targets(teacher, batch))
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        value.backward()
         optimizer.step()
         if schedule is not None:
             schedule.step()
-        total += loss.detach().item() * len(y)
-        n += len(y)
+        total += value.detach().item() * len(batch[1])
+        n += len(batch[1])
     return total / max(n, 1)
 
 

@@ -23,7 +23,12 @@ from pruneguard.pruning.artifacts import Graphs, RunRecord, Side
 from pruneguard.pruning.progress import reporter
 from pruneguard.pruning.recipe import SPARSE_METHODS, Recipe
 from pruneguard.pruning.staging import check_out
-from pruneguard.pruning.tasks.tensor_classification import Evaluation, evaluate, in_order
+from pruneguard.pruning.tasks.tensor_classification import (
+    Evaluation,
+    TensorClassifier,
+    evaluate,
+    in_order,
+)
 from pruneguard.registry.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -47,6 +52,7 @@ class Prepared:
     example: torch.Tensor
     baseline: Evaluation
     amount: float  # what the pruner takes: channel ratio (resolved from a MAC target), sparsity...
+    adapter: TensorClassifier  # the task's data, evaluation, recovery loss and export spec
     # how ``criterion/schedule: auto`` were chosen (pruning/selection.py); None when not asked
     selection: dict[str, Any] | None = None
 
@@ -67,15 +73,13 @@ def prepare(recipe: Recipe, *, progress: bool = True) -> Prepared:
     choose the criterion/schedule by trial where the recipe says ``auto``."""
     import torch
 
-    from pruneguard.pruning.data import load_data
     from pruneguard.pruning.finetune import train
-    from pruneguard.pruning.models.load import load_model
     from pruneguard.pruning.schedule import resolve_amount
 
     say = reporter(progress)
     torch.manual_seed(recipe.seed)
-    data = load_data(recipe.data, seed=recipe.seed, search_path=recipe.base_dir)
-    model = load_model(recipe.model, seed=recipe.seed, search_path=recipe.base_dir)
+    adapter = TensorClassifier(recipe)
+    data, model = adapter.load()
     example = _example(recipe, data["val"], model)
     amount = resolve_amount(recipe, model, _context(recipe, data, example))
     if recipe.target.kind == "macs_reduction":
@@ -83,14 +87,15 @@ def prepare(recipe: Recipe, *, progress: bool = True) -> Prepared:
     if recipe.train is not None and recipe.train.epochs > 0:
         say(f"training the dense model: {recipe.train.epochs} epochs")
         train(model, data["train"], epochs=recipe.train.epochs, lr=recipe.train.lr,
-              progress=progress, seed=recipe.seed, desc="train dense")  # fmt: skip
+              loss=adapter.distill_loss, progress=progress, seed=recipe.seed,
+              desc="train dense")  # fmt: skip
     model.eval()
     teacher = copy.deepcopy(model).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    baseline = evaluate(model, data["val"], example)
+    baseline = adapter.evaluate(model, data["val"], example)
     say(f"dense: accuracy {baseline.accuracy:.4f}, {baseline.params} params, {baseline.macs} MACs")
-    prep = Prepared(recipe, model, teacher, data, example, baseline, amount)
+    prep = Prepared(recipe, model, teacher, data, example, baseline, amount, adapter)
     if recipe.selects:
         from pruneguard.pruning.selection import select
 
@@ -169,7 +174,7 @@ def prune_copy(
     def recover(m: nn.Module, step: int, steps: int) -> None:
         say(f"step {step + 1}/{steps} pruned; recovery finetune {ft.recovery_epochs} epochs")
         train(m, prep.data["train"], epochs=ft.recovery_epochs, lr=ft.lr, teacher=teacher,
-              progress=progress, seed=recipe.seed + step + 1,
+              loss=prep.adapter.distill_loss, progress=progress, seed=recipe.seed + step + 1,
               desc=f"recovery {step + 1}/{steps}")  # fmt: skip
 
     say(
@@ -186,7 +191,8 @@ def prune_copy(
     if ft.epochs:
         say(f"final finetune: {ft.epochs} epochs{' (distilled)' if teacher else ''}")
         train(model, prep.data["train"], epochs=ft.epochs, lr=ft.lr, teacher=teacher,
-              progress=progress, seed=recipe.seed + 1000, desc="final finetune")  # fmt: skip
+              loss=prep.adapter.distill_loss, progress=progress, seed=recipe.seed + 1000,
+              desc="final finetune")  # fmt: skip
     pruner.finish()
     remove_masks(model)  # bake any unstructured masks into plain weights; no-op otherwise
     return model.eval()
@@ -237,13 +243,12 @@ def run(
 def _prune_tensor(recipe: Recipe, progress: bool) -> tuple[Any, Side, Side, RunRecord]:
     """The front half for a tensor classifier: dense model, pruned copy, what the run did."""
     from pruneguard.pruning.methods.masks import sparsity_report
-    from pruneguard.pruning.tasks.tensor_classification import TensorGraphs
 
     say = reporter(progress)
     prep = prepare(recipe, progress=progress)
     safety: list[dict[str, Any]] = []
     model = prune_copy(prep, progress=progress, safety=safety)
-    pruned = evaluate(model, prep.data["val"], prep.example)
+    pruned = prep.adapter.evaluate(model, prep.data["val"], prep.example)
     say(f"pruned: accuracy {pruned.accuracy:.4f}, {pruned.params} params, {pruned.macs} MACs")
     sparse = {}
     if recipe.method in SPARSE_METHODS:
@@ -251,7 +256,7 @@ def _prune_tensor(recipe: Recipe, progress: bool) -> tuple[Any, Side, Side, RunR
         sparse = {k: report[k] for k in ("sparsity", "weight_sparsity")}
     base = prep.baseline
     n_outputs = int(prep.model(prep.example).shape[1])
-    graphs = TensorGraphs(recipe, base, prep.example, n_outputs, prep.data["train"])
+    graphs = prep.adapter.graphs(base, prep.example, n_outputs, prep.data["train"])
     return (
         graphs,
         Side(prep.model, base, base.params, base.macs),
@@ -271,6 +276,9 @@ def _record(prep: Prepared, safety: list[dict[str, Any]]) -> RunRecord:
                      "meaningless; this artifact is for latency.")  # fmt: skip
     pruned_notes: list[str] = []
     pruning: dict[str, Any] = {**recipe.pruning_section(), "resolved_amount": prep.amount}
+    distillation = prep.adapter.distillation()
+    if distillation is not None:
+        pruning["distillation"] = distillation
     if safety:
         from pruneguard.pruning.schedule import SAFETY_DROP
 

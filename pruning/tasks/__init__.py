@@ -1,9 +1,13 @@
-"""What differs between the tasks in the transformer pipeline (:mod:`pruning.transformer`).
+"""What differs between the tasks of :func:`pruning.pipeline.run`: one adapter per task.
 
-A task adapter loads the model, its tokenizer and the task's data, evaluates a model on the
-held-out texts, and says what the artifact holds for the task (its ``io``, its metrics, its
-reference sample, its notes). Everything else (scoring, pruning, recovery by distillation,
-export, parity, latency, the two artifacts) is shared.
+A task adapter loads the model (and a text model's tokenizer) and the task's data, evaluates
+a model on the held-out split, names the loss recovery distils with (:mod:`.losses`), and
+says what the artifact holds for the task (its export spec: ``io``, metrics, reference
+sample, notes). Everything else (scoring, pruning, recovery, export, parity, latency, the
+artifacts) is shared.
+
+- :mod:`.tensor_classification`: a classifier on one tensor input (CNNs, MLPs), labelled
+  rows from the recipe's data (:class:`~.tensor_classification.TensorClassifier`).
 
 - :mod:`.embedding`: a sentence encoder; "accuracy" is paraphrase retrieval on the held-out
   pairs, closeness to dense is the mean cosine of the embeddings.

@@ -1,4 +1,4 @@
-"""What a text model's recovery distils from its dense teacher, per task (the adapter's
+"""What recovery distils from the dense teacher, per task (the task adapter's
 ``distill_loss``).
 
 A loss has two halves: ``targets(teacher, batch)`` is computed once per training batch, before
@@ -11,6 +11,9 @@ tensor the optimiser steps on.
   distribution from the teacher's at a temperature (Hinton et al.; DistilBERT). A
   classifier's head reads the encoder through its pooler, so matching token states alone
   leaves the answer itself undistilled.
+- :class:`LabelsAndLogits`: a tensor classifier's loss on labelled rows: cross-entropy,
+  mixed with the KL divergence from the teacher's class distribution when there is a
+  teacher (:func:`distillation_loss`). Its batches are ``(inputs, labels)``.
 """
 
 from __future__ import annotations
@@ -22,19 +25,59 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DistillLoss", "HiddenStates", "HiddenStatesAndLogits", "hidden_mse"]
+__all__ = [
+    "DistillLoss",
+    "HiddenStates",
+    "HiddenStatesAndLogits",
+    "LabelsAndLogits",
+    "distillation_loss",
+    "hidden_mse",
+]
 
-Batch = Mapping[str, "torch.Tensor"]
+Batch = Mapping[str, "torch.Tensor"]  # a text batch; a tensor batch is (inputs, labels)
 
 
 class DistillLoss(Protocol):
-    def targets(self, teacher: Any, batch: Batch) -> Any: ...
+    def targets(self, teacher: Any, batch: Any) -> Any: ...
 
-    def loss(self, student: Any, batch: Batch, targets: Any) -> torch.Tensor: ...
+    def loss(self, student: Any, batch: Any, targets: Any) -> torch.Tensor: ...
 
     def as_dict(self) -> dict[str, Any]:
         """What the manifest records of the loss (``pruning.distillation``)."""
         ...
+
+
+def _kl(logits: torch.Tensor, teacher_logits: torch.Tensor, t: float) -> torch.Tensor:
+    """KL(teacher ‖ student) of the class distributions softened by temperature ``t``."""
+    import torch.nn.functional as F
+
+    return F.kl_div(
+        F.log_softmax(logits / t, dim=-1),
+        F.log_softmax(teacher_logits / t, dim=-1),
+        log_target=True,
+        reduction="batchmean",
+    )
+
+
+def distillation_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    teacher_logits: torch.Tensor | None,
+    *,
+    alpha: float,
+    temperature: float,
+) -> torch.Tensor:
+    """Cross-entropy, mixed with ``alpha`` × KL(teacher ‖ student) on logits softened by T.
+
+    The KL term is scaled by T² so its gradients keep their size as T changes (Hinton et al.).
+    """
+    import torch.nn.functional as F
+
+    ce = F.cross_entropy(logits, labels)
+    if teacher_logits is None:
+        return ce
+    t = temperature
+    return (1.0 - alpha) * ce + alpha * _kl(logits, teacher_logits, t) * t * t
 
 
 def hidden_mse(student: torch.Tensor, teacher: torch.Tensor, batch: Batch) -> torch.Tensor:
@@ -73,14 +116,35 @@ class HiddenStatesAndLogits:
                 "kl_weight": self.weight}  # fmt: skip
 
     def loss(self, student: Any, batch: Batch, targets: Any) -> torch.Tensor:
-        import torch.nn.functional as F
-
         hidden, logits = student.hidden_and_logits(**batch)
         t = self.temperature
-        kl = F.kl_div(
-            F.log_softmax(logits / t, dim=-1),
-            F.log_softmax(targets[1] / t, dim=-1),
-            log_target=True,
-            reduction="batchmean",
-        )
+        kl = _kl(logits, targets[1], t)
         return hidden_mse(hidden, targets[0], batch) + self.weight * t * t * kl
+
+
+@dataclass(frozen=True)
+class LabelsAndLogits:
+    """Cross-entropy on the labels; with a teacher, (1 − ``alpha``) × that plus ``alpha`` ×
+    T²·KL(teacher ‖ student) at temperature T (tensor classifiers, batches ``(x, y)``)."""
+
+    alpha: float = 0.5
+    temperature: float = 2.0
+
+    def targets(self, teacher: Any, batch: Any) -> Any:
+        """The teacher's logits on the batch's inputs, or None without a teacher."""
+        import torch
+
+        if teacher is None:
+            return None
+        with torch.no_grad():
+            return teacher(batch[0])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"loss": "cross_entropy + logits_kl", "temperature": self.temperature,
+                "kl_weight": self.alpha}  # fmt: skip
+
+    def loss(self, student: Any, batch: Any, targets: Any) -> torch.Tensor:
+        x, y = batch
+        return distillation_loss(
+            student(x), y, targets, alpha=self.alpha, temperature=self.temperature
+        )

@@ -1,16 +1,21 @@
 """The classification task on tensor inputs (CNNs, MLPs: one ``input`` tensor, class logits
-out): accuracy on the held-out loader, agreement with dense on it, and the export spec of
-its graphs (:class:`TensorGraphs`, one :class:`pruning.artifacts.Graphs`)."""
+out). Its adapter, :class:`TensorClassifier`, loads the recipe's model and data, evaluates
+(accuracy on the held-out loader, agreement with dense on it), names the recovery loss
+(:class:`pruning.tasks.losses.LabelsAndLogits`) and gives the export spec of its graphs
+(:class:`TensorGraphs`, one :class:`pruning.artifacts.Graphs`), as the text adapters of
+:mod:`pruning.tasks` do for texts."""
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from pruneguard.pruning.tasks.losses import LabelsAndLogits
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -23,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "PARITY_ROWS",
     "Evaluation",
+    "TensorClassifier",
     "TensorGraphs",
     "calibration_feeds",
     "evaluate",
@@ -43,6 +49,37 @@ class Evaluation:
     inputs: np.ndarray
     labels: np.ndarray
     predictions: np.ndarray
+
+
+@dataclass(frozen=True)
+class TensorClassifier:
+    """The adapter of a tensor classification recipe (the front half of
+    :func:`pruning.pipeline.run` asks it for everything that is the task's)."""
+
+    recipe: Recipe
+    distill_loss: LabelsAndLogits = field(default_factory=LabelsAndLogits)  # CE + T²·KL
+
+    def load(self) -> tuple[dict[str, DataLoader], nn.Module]:
+        """The recipe's ``{"train", "val"}`` loaders and its (untrained or loaded) model."""
+        from pruneguard.pruning.data import load_data
+        from pruneguard.pruning.models.load import load_model
+
+        recipe = self.recipe
+        data = load_data(recipe.data, seed=recipe.seed, search_path=recipe.base_dir)
+        model = load_model(recipe.model, seed=recipe.seed, search_path=recipe.base_dir)
+        return data, model
+
+    def evaluate(self, model: nn.Module, loader: DataLoader, example: torch.Tensor) -> Evaluation:
+        return evaluate(model, loader, example)
+
+    def graphs(
+        self, baseline: Evaluation, example: torch.Tensor, n_outputs: int, train: DataLoader
+    ) -> TensorGraphs:
+        return TensorGraphs(self.recipe, baseline, example, n_outputs, train)
+
+    def distillation(self) -> dict[str, Any] | None:
+        """What the manifest records as ``pruning.distillation`` (None: no teacher)."""
+        return self.distill_loss.as_dict() if self.recipe.finetune.distill else None
 
 
 def evaluate(model: nn.Module, loader: DataLoader, example: torch.Tensor) -> Evaluation:

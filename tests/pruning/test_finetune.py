@@ -12,9 +12,10 @@ import torch.nn.functional as F
 from kernel_cases import finetune_split, trained_cnn
 from torch.utils.data import DataLoader
 
-from pruneguard.pruning.finetune import accuracy, distillation_loss, predict, train
+from pruneguard.pruning.finetune import accuracy, predict, train
 from pruneguard.pruning.methods.channels import ChannelPruner
 from pruneguard.pruning.models import build_builtin
+from pruneguard.pruning.tasks.losses import LabelsAndLogits, distillation_loss
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -93,3 +94,32 @@ def test_predict_returns_aligned_arrays(
     assert inputs.shape == (397, 1, 8, 8) and labels.shape == predicted.shape == (397,)
     assert predicted.dtype.kind == "i"
     assert np.mean(labels == predicted) == accuracy(trained, digits["val"])
+
+
+def test_the_tensor_loss_is_the_mix_on_a_batch_and_train_steps_on_the_loss_given() -> None:
+    g = torch.Generator().manual_seed(1)
+    student, teacher = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    batch = (torch.randn(8, 4, generator=g), torch.randint(0, 3, (8,), generator=g))
+    loss = LabelsAndLogits(alpha=0.25, temperature=3.0)
+    assert loss.targets(None, batch) is None
+    targets = loss.targets(teacher, batch)
+    assert not targets.requires_grad  # the teacher is not trained
+    expected = distillation_loss(student(batch[0]), batch[1], teacher(batch[0]).detach(),
+                                 alpha=0.25, temperature=3.0)  # fmt: skip
+    torch.testing.assert_close(loss.loss(student, batch, targets), expected)
+    assert loss.as_dict() == {"loss": "cross_entropy + logits_kl", "temperature": 3.0,
+                              "kl_weight": 0.25}  # fmt: skip
+
+    class Zero:  # a loss that only pulls the weights to zero: train must step on it, not on CE
+        def targets(self, teacher: object, batch: object) -> None:
+            return None
+
+        def loss(self, student: torch.nn.Module, batch: object, targets: object) -> torch.Tensor:
+            return sum(p.pow(2).sum() for p in student.parameters())  # type: ignore[return-value]
+
+        def as_dict(self) -> dict[str, str]:
+            return {"loss": "l2"}
+
+    before = sum(p.abs().sum().item() for p in student.parameters())
+    train(student, [batch] * 4, epochs=20, lr=0.05, loss=Zero(), progress=False)
+    assert sum(p.abs().sum().item() for p in student.parameters()) < 0.5 * before

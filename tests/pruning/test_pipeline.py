@@ -76,7 +76,11 @@ def test_manifest_keys_match_golden(digits_run: dict[str, Any]) -> None:
         assert sorted(manifest["metrics"]["latency_setup"]) == GOLDEN["latency_setup"]
         assert manifest["metrics"]["latency_setup"]["ort_threads"] == 2  # the recipe's, not ORT's
         assert sorted(manifest["io"]) == GOLDEN["io"]
-    assert sorted(verify(digits_run["out"] / "pruned")["pruning"]) == GOLDEN["pruning"]
+    pruning = verify(digits_run["out"] / "pruned")["pruning"]
+    assert sorted(pruning) == GOLDEN["pruning"]
+    # the task adapter's recovery loss, as the text tasks record theirs
+    assert pruning["distillation"] == {"loss": "cross_entropy + logits_kl", "temperature": 2.0,
+                                       "kl_weight": 0.5}  # fmt: skip
 
 
 def _onnx_predictions(artifact: Path, frame: pd.DataFrame, n_features: int) -> np.ndarray:
