@@ -52,9 +52,13 @@ class Prepared:
     example: torch.Tensor
     baseline: Evaluation
     amount: float  # what the pruner takes: channel ratio (resolved from a MAC target), sparsity...
-    adapter: TensorClassifier  # the task's data, evaluation, recovery loss and export spec
     # how ``criterion/schedule: auto`` were chosen (pruning/selection.py); None when not asked
     selection: dict[str, Any] | None = None
+
+    @property
+    def adapter(self) -> TensorClassifier:
+        """The task's data, evaluation, recovery loss and export spec (derived from recipe)."""
+        return TensorClassifier(self.recipe)
 
 
 def _context(recipe: Recipe, data: dict[str, DataLoader], example: torch.Tensor) -> Any:
@@ -95,7 +99,7 @@ def prepare(recipe: Recipe, *, progress: bool = True) -> Prepared:
         p.requires_grad_(False)
     baseline = adapter.evaluate(model, data["val"], example)
     say(f"dense: accuracy {baseline.accuracy:.4f}, {baseline.params} params, {baseline.macs} MACs")
-    prep = Prepared(recipe, model, teacher, data, example, baseline, amount, adapter)
+    prep = Prepared(recipe, model, teacher, data, example, baseline, amount)
     if recipe.selects:
         from pruneguard.pruning.selection import select
 
