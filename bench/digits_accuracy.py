@@ -37,6 +37,7 @@ STAGES = (("iterative", 90), ("one_epoch", 90), ("no_finetune", 20), ("no_finetu
 def _variants(base: Any) -> dict[str, Any]:
     from pruneguard.pruning.recipe import Finetune, variant
 
+    base = replace(base, scope=None)  # the variants compare schedules and criteria, uniformly
     ft = base.finetune
     budget = ft.epochs + ft.recovery_epochs * (base.schedule.steps - 1)
     matched = Finetune(budget, ft.lr, ft.distill, 0)

@@ -32,6 +32,7 @@ from typing import Any
 ARCHS = ("residual", "concat", "depthwise", "grouped", "mlp", "densenet", "resnext")
 TARGETS = (0.6, 0.85)
 STEPS, RECOVERY_EPOCHS, FINETUNE_EPOCHS = 3, 1, 4
+SCOPE = "auto"  # --scope: layer is the recipe shape before scope: auto existed
 
 
 def recipe(arch: str, target: float, seed: int) -> Any:
@@ -47,6 +48,7 @@ def recipe(arch: str, target: float, seed: int) -> Any:
         "train": {"epochs": 15, "lr": 0.003},
         "method": "channel",
         "criterion": "auto",
+        "scope": SCOPE,
         "target": {"macs_reduction": target},
         "schedule": {"kind": "auto", "steps": STEPS},
         "finetune": {"epochs": FINETUNE_EPOCHS, "lr": 0.002, "distill": True,
@@ -128,7 +130,8 @@ def run_one(arch: str, target: float, seed: int) -> dict[str, Any]:
             "reached": True,
             "drop_points": round((prep.baseline.accuracy - ev.accuracy) * 100, 3),
             "macs_reduction": round(1 - ev.macs / prep.baseline.macs, 4),
-            "chosen": f"{chosen.criterion} {chosen.schedule.kind}x{chosen.schedule.steps}",
+            "chosen": f"{chosen.criterion} {chosen.schedule.kind}x{chosen.schedule.steps} "
+                      f"{chosen.scope}",
             "recovery_epochs": recovery,
             "safety_net_fired": [r["step"] for r in safety if "action" in r],
             "trial_seconds": prep.selection["seconds"] if prep.selection else 0.0,

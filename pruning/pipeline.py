@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,9 +51,16 @@ class Prepared:
     data: dict[str, DataLoader]
     example: torch.Tensor
     baseline: Evaluation
-    amount: float  # what the pruner takes: channel ratio (resolved from a MAC target), sparsity...
+    # what the pruner takes (channel ratio resolved from a MAC target, sparsity...), for every
+    # recipe resolved so far, by what it depends on (:func:`_resolution`)
+    amounts: dict[tuple[Any, ...], float]
     # how ``criterion/schedule: auto`` were chosen (pruning/selection.py); None when not asked
     selection: dict[str, Any] | None = None
+
+    @property
+    def amount(self) -> float:
+        """What the pruner takes for ``recipe`` (resolved by :func:`prune_copy` at the latest)."""
+        return self.amounts[_resolution(self.recipe)]
 
     @property
     def adapter(self) -> TensorClassifier:
@@ -85,21 +92,24 @@ def prepare(recipe: Recipe, *, progress: bool = True) -> Prepared:
     adapter = TensorClassifier(recipe)
     data, model = adapter.load()
     example = _example(recipe, data["val"], model)
-    amount = resolve_amount(recipe, model, _context(recipe, data, example))
-    if recipe.target.kind == "macs_reduction":
-        say(f"macs_reduction {recipe.target.value:g} → channel ratio {amount:.3f}")
     if recipe.train is not None and recipe.train.epochs > 0:
         say(f"training the dense model: {recipe.train.epochs} epochs")
         train(model, data["train"], epochs=recipe.train.epochs, lr=recipe.train.lr,
               loss=adapter.distill_loss, progress=progress, seed=recipe.seed,
               desc="train dense")  # fmt: skip
     model.eval()
+    # after training: a global ranking's widths depend on the trained weights. Until a trial
+    # has chosen a criterion there is no ranking: the uniform amount stands in
+    basis = recipe if _resolution(recipe)[-1] != "auto" else replace(recipe, scope=None)
+    amount = resolve_amount(basis, model, _context(recipe, data, example))
+    if recipe.target.kind == "macs_reduction":
+        say(f"macs_reduction {recipe.target.value:g} → channel ratio {amount:.3f}")
     teacher = copy.deepcopy(model).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
     baseline = adapter.evaluate(model, data["val"], example)
     say(f"dense: accuracy {baseline.accuracy:.4f}, {baseline.params} params, {baseline.macs} MACs")
-    prep = Prepared(recipe, model, teacher, data, example, baseline, amount)
+    prep = Prepared(recipe, model, teacher, data, example, baseline, {_resolution(basis): amount})
     if recipe.selects:
         from pruneguard.pruning.selection import select
 
@@ -151,10 +161,9 @@ def prune_copy(
     channel schedule runs with the safety net (:func:`pruning.schedule.run_schedule`); what
     it saw is appended to ``safety`` when given.
     """
-    from dataclasses import replace
 
     from pruneguard.pruning.finetune import train
-    from pruneguard.pruning.methods import build_pruner
+    from pruneguard.pruning.methods import build_pruner, with_widths
     from pruneguard.pruning.methods.masks import remove_masks
     from pruneguard.pruning.recipe import Schedule
     from pruneguard.pruning.schedule import resolve_amount, run_schedule
@@ -162,11 +171,11 @@ def prune_copy(
     recipe = recipe or prep.recipe
     say = reporter(progress)
     ctx = _context(recipe, prep.data, prep.example)
-    resolved_as_prep = (recipe.target, recipe.round_to) == (
-        prep.recipe.target,
-        prep.recipe.round_to,
-    )
-    amount = prep.amount if resolved_as_prep else resolve_amount(recipe, prep.model, ctx)
+    key = _resolution(recipe)
+    if key not in prep.amounts:  # a global ranking's search is dozens of scorings: once each
+        prep.amounts[key] = resolve_amount(recipe, prep.model, ctx)
+    amount = prep.amounts[key]
+    ctx = with_widths(recipe, prep.model, amount, ctx)
     teacher = prep.teacher if recipe.finetune.distill else None
     ft = recipe.finetune
 
@@ -200,6 +209,16 @@ def prune_copy(
     pruner.finish()
     remove_masks(model)  # bake any unstructured masks into plain weights; no-op otherwise
     return model.eval()
+
+
+def _resolution(recipe: Recipe) -> tuple[Any, ...]:
+    """What a recipe's amount depends on: two recipes that agree here share it (the last item
+    is the criterion of a global ranking, ``auto`` before a trial chose one, else None)."""
+    if recipe.scope in ("global", "auto"):
+        ranked_by = "auto" if "auto" in (recipe.scope, recipe.criterion) else recipe.criterion
+    else:
+        ranked_by = None
+    return recipe.target, recipe.round_to, ranked_by
 
 
 def _guard(ctx: Any, dense: nn.Module) -> Any:

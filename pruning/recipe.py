@@ -87,7 +87,7 @@ TARGETS: dict[str, tuple[tuple[str, ...], str]] = {
 }
 SCHEDULES = ("one-shot", "iterative", "auto")  # auto: one-shot or iterative, by trial
 SELECTING_METHODS = ("channel",)  # the methods whose criterion/schedule may be auto
-SCOPES = ("global", "layer")
+SCOPES = ("global", "layer", "auto")  # auto: global or layer widths, by trial (channel only)
 SCOPED_METHODS = ("channel", "head", "unstructured", "ffn")
 DATA_BUILTINS = {
     "classification": ("digits", "synthetic", "topics"),
@@ -280,8 +280,8 @@ class Recipe:
 
     @property
     def selects(self) -> bool:
-        """Whether a trial picks the criterion or the schedule (``auto``) before pruning."""
-        return self.criterion == "auto" or self.schedule.kind == "auto"
+        """Whether a trial picks the criterion, schedule or scope (``auto``) before pruning."""
+        return "auto" in (self.criterion, self.schedule.kind, self.scope)
 
     def acceptance(self, metrics: Mapping[str, Any], *, quantized: bool = False) -> dict[str, Any]:
         """The gate's verdict on a pruned (or, ``quantized``, the int8) version's ``metrics``
@@ -792,6 +792,12 @@ def _cross_checks(recipe: Recipe) -> None:
             f"{' or '.join(SELECTING_METHODS)} only (method {recipe.method}); "
             "use kind: one-shot or iterative"
         )
+    if recipe.scope == "auto" and recipe.method not in SELECTING_METHODS:
+        raise ConfigError(
+            f"scope=auto: the scope is chosen by trial for method "
+            f"{' or '.join(SELECTING_METHODS)} only (method {recipe.method}); "
+            "use scope: global or layer"
+        )
     if recipe.round_to is not None and recipe.method != "channel":
         raise ConfigError(
             f"round_to={recipe.round_to}: only method channel rounds channel counts; remove it"
@@ -806,11 +812,6 @@ def _cross_checks(recipe: Recipe) -> None:
         raise ConfigError(
             "scope=global with method ffn: FFN pruning keeps the same width in every layer (so "
             "config.intermediate_size still describes the model); use scope: layer or remove scope"
-        )
-    if recipe.scope == "global" and recipe.target.kind == "macs_reduction":
-        raise ConfigError(
-            "scope=global with target.macs_reduction: the MAC search assumes the same ratio in "
-            "every layer; use scope: layer (the default) or target.ratio"
         )
     if recipe.finetune.distill and recipe.finetune.epochs == 0 and recipe.schedule.steps == 1:
         raise ConfigError(

@@ -33,17 +33,24 @@ SWITCH = {"taylor": "l2"}  # the criterion a retry switches to (any other: taylo
 
 
 def resolve_amount(recipe: Recipe, model: nn.Module, ctx: PruneContext) -> float:
-    """The number the pruner takes: a MAC target becomes the channel ratio that reaches it."""
+    """The number the pruner takes: a MAC target becomes the channel ratio that reaches it
+    (with ``scope: global``, the ratio of one ranking of ``model``'s channels by the recipe's
+    criterion: resolve it on the trained model)."""
     if recipe.target.kind != "macs_reduction":
         return recipe.target.value
     from pruneguard.pruning.methods.channels import ratio_for_mac_reduction
 
+    ranked = None
+    if recipe.scope == "global":
+        ranked = {"criterion": recipe.criterion, "calibration": ctx.calibration,
+                  "loss_fn": ctx.loss_fn}  # fmt: skip
     return ratio_for_mac_reduction(
         model,
         example_of(ctx),
         recipe.target.value,
         round_to=recipe.round_to,
         ignored_layers=ctx.ignored_layers or None,
+        ranked=ranked,
     )
 
 

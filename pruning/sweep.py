@@ -129,6 +129,8 @@ def _chosen(v: Recipe, chosen: Recipe) -> Recipe:
         v = replace(v, criterion=chosen.criterion)
     if v.schedule.kind == "auto":
         v = replace(v, schedule=chosen.schedule)
+    if v.scope == "auto":
+        v = replace(v, scope=chosen.scope)
     return v
 
 

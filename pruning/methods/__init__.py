@@ -15,8 +15,8 @@ A pruner is built from a recipe's stage (:func:`build_pruner`); the schedule
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pruneguard.pruning.recipe import NM_SPARSITY, Recipe, Stage
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["PRUNERS", "PruneContext", "Pruner", "build_pruner", "example_of"]
+__all__ = ["PRUNERS", "PruneContext", "Pruner", "build_pruner", "example_of", "with_widths"]
 
 
 class Pruner(Protocol):
@@ -50,6 +50,22 @@ class PruneContext:
     loss_fn: Callable[..., torch.Tensor] | None = None
     forward: Callable[..., torch.Tensor] | None = None
     ignored_layers: list[nn.Module] = field(default_factory=list)
+    widths: Mapping[str, int] | None = None  # scope global: each layer's target (see below)
+
+
+def with_widths(recipe: Recipe, model: nn.Module, amount: float, ctx: PruneContext) -> PruneContext:
+    """``ctx`` with the target widths of a global channel ranking of ``model`` (the dense one),
+    for ``scope: global``; every pruner of the schedule, a retry's too, shrinks toward them
+    (so the MAC target searched on that ranking holds). Otherwise ``ctx`` as it is."""
+    if recipe.method != "channel" or recipe.scope != "global":
+        return ctx
+    from pruneguard.pruning.methods.channels import allocate_globally
+
+    widths = allocate_globally(
+        model, example_of(ctx), amount, criterion=recipe.criterion, round_to=recipe.round_to,
+        calibration=ctx.calibration, loss_fn=ctx.loss_fn, ignored_layers=ctx.ignored_layers or None,
+    )  # fmt: skip
+    return replace(ctx, widths=widths)
 
 
 def example_of(ctx: PruneContext) -> torch.Tensor:
@@ -70,18 +86,19 @@ def _channel(
 ) -> Pruner:
     from pruneguard.pruning.methods.channels import ChannelPruner
 
+    if recipe.scope == "global" and ctx.widths is None:  # no schedule planned them: rank now
+        ctx = with_widths(recipe, model, amount, ctx)
+    common: dict[str, Any] = {
+        "criterion": stage.criterion,
+        "round_to": recipe.round_to,
+        "calibration": ctx.calibration,
+        "loss_fn": ctx.loss_fn,
+        "ignored_layers": ctx.ignored_layers or None,
+    }
     return ChannelPruner(
-        model,
-        example_of(ctx),
-        criterion=stage.criterion,
-        ratio=amount,
-        steps=recipe.schedule.steps,
-        round_to=recipe.round_to,
-        calibration=ctx.calibration,
-        loss_fn=ctx.loss_fn,
-        ignored_layers=ctx.ignored_layers or None,
-        global_pruning=recipe.scope == "global",
-    )
+        model, example_of(ctx), ratio=amount, steps=recipe.schedule.steps,
+        widths=ctx.widths, **common,
+    )  # fmt: skip
 
 
 def _unstructured(

@@ -9,7 +9,7 @@ criterion, keeps the classifier's outputs, and searches the ratio for a MAC targ
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -22,7 +22,13 @@ from pruneguard.pruning.measure import count_macs
 from pruneguard.pruning.methods.importance import DATA_CRITERIA, make_importance, prepare_importance
 from pruneguard.registry.errors import ConfigError, Conflict
 
-__all__ = ["ChannelPruner", "find_classifier", "ratio_for_mac_reduction", "recalibrate_batchnorm"]
+__all__ = [
+    "ChannelPruner",
+    "allocate_globally",
+    "find_classifier",
+    "ratio_for_mac_reduction",
+    "recalibrate_batchnorm",
+]
 
 _PRUNABLE = (nn.modules.conv._ConvNd, nn.Linear)
 _BN = nn.modules.batchnorm._BatchNorm
@@ -171,9 +177,12 @@ class ChannelPruner:
     Each :meth:`step` re-scores channels on the current weights (after any finetuning) and
     prunes up to the step's share of the target. Data criteria read ``calibration`` batches
     of ``(inputs, labels)``; ``loss_fn`` defaults to cross-entropy. ``global_pruning=True``
-    ranks all groups together (uneven widths) instead of the same ratio per group. With
-    ``calibration``, each step ends by re-estimating the BatchNorm running statistics on its
-    inputs (:func:`recalibrate_batchnorm`; ``recalibrate_bn=False`` skips it).
+    ranks all groups together at every step (uneven widths) instead of the same ratio per
+    group. ``widths`` (layer name → target output channels, from :func:`allocate_globally`)
+    replaces ``ratio``: each named layer's group shrinks to its width in the same equal
+    steps; groups it does not name keep theirs. With ``calibration``, each step ends by re-estimating the
+    BatchNorm running statistics on its inputs (:func:`recalibrate_batchnorm`;
+    ``recalibrate_bn=False`` skips it).
     """
 
     def __init__(
@@ -189,9 +198,11 @@ class ChannelPruner:
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         ignored_layers: list[nn.Module] | None = None,
         global_pruning: bool = False,
+        widths: Mapping[str, int] | None = None,
         recalibrate_bn: bool = True,
     ) -> None:
         _validate(criterion, ratio, steps, round_to, calibration)
+        per_layer = None if widths is None else _per_layer(model, widths)
         self.model = model
         self.criterion = criterion
         self.steps = steps
@@ -211,11 +222,12 @@ class ChannelPruner:
                 model,
                 example_inputs,
                 importance=self._importance,
-                pruning_ratio=ratio,
+                pruning_ratio=ratio if per_layer is None else 0.0,
+                pruning_ratio_dict=per_layer,
                 iterative_steps=steps,
                 ignored_layers=ignored,
                 round_to=round_to or 1,
-                global_pruning=global_pruning,
+                global_pruning=global_pruning and per_layer is None,
             )
         finally:
             model.train(was_training)
@@ -247,6 +259,54 @@ class ChannelPruner:
         return {"channel_steps_done": self.steps_done}
 
 
+def _per_layer(model: nn.Module, widths: Mapping[str, int]) -> dict[nn.Module, float]:
+    """Each named layer's ratio, relative to its width now, that ends at its target width."""
+    found = dict(model.named_modules())
+    unknown = sorted(set(widths) - set(found))
+    if unknown:
+        raise ConfigError(
+            f"target widths name layers this model does not have: {', '.join(unknown[:5])}. "
+            "Fix: compute them (allocate_globally) on this model or a copy of it."
+        )
+    now = _widths(model)
+    # torch_pruning keeps int(width * (1 - ratio)) channels: a hair under the exact share
+    # keeps float error from costing a channel
+    return {
+        found[name]: 1.0 - kept / now[name] - 1e-9
+        for name, kept in widths.items()
+        if 0 < kept < now[name]
+    }
+
+
+def _widths(model: nn.Module) -> dict[str, int]:
+    return {
+        name: m.out_channels if isinstance(m, nn.modules.conv._ConvNd) else m.out_features
+        for name, m in model.named_modules()
+        if isinstance(m, _PRUNABLE)
+    }
+
+
+def allocate_globally(
+    model: nn.Module, example_inputs: torch.Tensor, ratio: float, **kwargs: Any
+) -> dict[str, int]:
+    """Target widths (layer name → output channels) from one ranking of every channel of
+    ``model`` (unchanged) together.
+
+    Torch-Pruning's global ranking (scores normalised per group) prunes a copy by ``ratio``
+    of all channels; the widths it leaves are the targets. :class:`ChannelPruner`
+    (``widths=``) reaches them from any starting widths in any number of steps, so a MAC
+    target searched on the ranking holds for the whole schedule, a safety-net retry
+    included. ``kwargs`` go to :class:`ChannelPruner` (criterion, calibration, loss_fn,
+    ignored_layers, round_to).
+    """
+    pruned = copy.deepcopy(model)
+    kwargs["ignored_layers"] = _submodules(model, kwargs.get("ignored_layers"), pruned)
+    before = _widths(model)
+    ChannelPruner(pruned, example_inputs, ratio=ratio, global_pruning=True,
+                  recalibrate_bn=False, **kwargs).step()  # fmt: skip
+    return {name: w for name, w in _widths(pruned).items() if w < before[name]}
+
+
 def _submodules(
     model: nn.Module, layers: list[nn.Module] | None, copy_: nn.Module
 ) -> list[nn.Module]:
@@ -258,8 +318,9 @@ def _reduction_at(
     model: nn.Module, x: torch.Tensor, ratio: float, dense_macs: int, **kwargs: Any
 ) -> float:
     pruned = copy.deepcopy(model)
-    ignored = _submodules(model, kwargs.pop("ignored_layers", None), pruned)
-    ChannelPruner(pruned, x, criterion="l1", ratio=ratio, ignored_layers=ignored, **kwargs).step()
+    kwargs["ignored_layers"] = _submodules(model, kwargs.get("ignored_layers"), pruned)
+    kwargs.setdefault("criterion", "l1")  # uniform widths do not depend on the criterion
+    ChannelPruner(pruned, x, ratio=ratio, recalibrate_bn=False, **kwargs).step()
     return 1.0 - count_macs(pruned, x) / dense_macs
 
 
@@ -271,11 +332,14 @@ def ratio_for_mac_reduction(
     round_to: int | None = None,
     ignored_layers: list[nn.Module] | None = None,
     tolerance: float = 5e-3,
+    ranked: Mapping[str, Any] | None = None,
 ) -> float:
     """The smallest channel ratio whose pruning removes at least ``reduction`` of the MACs.
 
     ``reduction=0.7`` means 70% fewer MACs. The model is not modified (deep copies); with
-    uniform per-group pruning the MACs do not depend on the criterion.
+    uniform per-group pruning the MACs do not depend on the criterion. With ``ranked``
+    (criterion, calibration, loss_fn: the :class:`ChannelPruner` arguments of a global
+    ranking) the ratio is that of :func:`allocate_globally`, whose widths do.
 
     The MACs removed do not always grow with the ratio. torch_pruning leaves a grouped conv's
     coupled channels at full width once the ratio would remove every channel of a group
@@ -291,13 +355,17 @@ def ratio_for_mac_reduction(
         )
     dense = count_macs(model, example_inputs)
     opts: dict[str, Any] = {"round_to": round_to, "ignored_layers": ignored_layers}
+    if ranked is not None:
+        opts.update(ranked, global_pruning=True)
     reached = [(r, _reduction_at(model, example_inputs, r, dense, **opts)) for r in RATIO_GRID]
     best_ratio, best = max(reached, key=lambda rr: rr[1])
     if best < reduction:
         raise TargetUnreachable(
             f"macs_reduction {reduction} is unreachable: channel pruning removes at most "
             f"{best:.3f} of the MACs (at ratio {best_ratio:g}; the classifier, input channels "
-            f"and ignored layers keep theirs). Fix: set macs_reduction <= {best:.3f}."
+            f"and ignored layers keep theirs{'; widths from one global ranking' if ranked else ''}"
+            f"). Fix: set macs_reduction <= {best:.3f}"
+            + (", or scope: layer (the same share of every layer)." if ranked else ".")
         )
     first = next(i for i, (_, r) in enumerate(reached) if r >= reduction)
     lo, hi = (reached[first - 1][0] if first else 0.0), reached[first][0]

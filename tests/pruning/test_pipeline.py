@@ -118,6 +118,24 @@ def test_io_spec_matches_the_onnx_graph(digits_run: dict[str, Any]) -> None:
     assert set(manifest["versions"]) >= {"torch", "onnx", "onnxruntime", "pruneguard"}
 
 
+def test_global_scope_reaches_the_mac_target_with_uneven_widths(tmp_path: Path) -> None:
+    # DIGITS_TINY is iterative (2 steps): both steps shrink toward the one ranking's widths
+    recipe = tmp_path / "global.yaml"
+    recipe.write_text(TINY.replace("method: channel", "method: channel\nscope: global"))
+    _, pruned = run(load_recipe(recipe), tmp_path / "out", progress=False)
+    assert pruned["pruning"]["scope"] == "global"
+    assert pruned["metrics"]["macs_reduction"] >= 0.5
+    import onnx
+
+    def widths(side: str) -> list[int]:
+        graph = onnx.load(tmp_path / "out" / side / "model.onnx").graph
+        convs = {n.input[1] for n in graph.node if n.op_type == "Conv"}
+        return [t.dims[0] for t in graph.initializer if t.name in convs]
+
+    kept = {round(p / d, 3) for p, d in zip(widths("pruned"), widths("dense"), strict=True)}
+    assert len(kept) > 1  # a uniform cut would keep one share in every conv
+
+
 def test_unstructured_run_reports_sparsity_and_the_cpu_truth(tmp_path: Path) -> None:
     recipe = tmp_path / "sparse.yaml"
     recipe.write_text(

@@ -95,8 +95,11 @@ BAD = [
         {"scope": "layer", "method": "nm", "criterion": "l1", "target": {"sparsity": 0.5}},
         ["scope=layer", "only methods channel, head, unstructured"],
     ),
-    ({"scope": "global", "target": {"macs_reduction": 0.5}}, ["scope=global", "use scope: layer"]),
-    ({"scope": "everywhere"}, ["scope='everywhere'", "global, layer"]),
+    ({"scope": "everywhere"}, ["scope='everywhere'", "global, layer, auto"]),
+    (
+        {"scope": "auto", "method": "unstructured", "criterion": "l1", "target": {"sparsity": 0.5}},
+        ["scope=auto", "method channel only", "use scope: global or layer"],
+    ),
     (
         {"method": "nm", "criterion": "l1", "target": {"sparsity": 0.7}},
         ["target.sparsity=0.7", "2:4"],

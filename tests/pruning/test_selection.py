@@ -3,6 +3,7 @@ its trial table; the per-batch learning-rate decay that short recovery rounds re
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -42,6 +43,60 @@ def test_the_prior_orders_the_candidates_and_does_not_drop_any() -> None:
     assert [c.schedule.kind for c in light] == ["one-shot", "one-shot", "iterative", "iterative"]
     assert "one-shot first" in prior
     assert all(c.schedule.steps == 2 for c in light if c.schedule.kind == "iterative")
+
+
+def test_scope_auto_tries_both_scopes_layer_first() -> None:
+    tried, prior = candidates(_recipe(scope="auto", target={"macs_reduction": 0.7}))
+    assert [(c.schedule.kind, c.scope, c.criterion) for c in tried[:4]] == [
+        ("iterative", "layer", "taylor"), ("iterative", "layer", "l2"),
+        ("iterative", "global", "taylor"), ("iterative", "global", "l2"),
+    ]  # fmt: skip
+    assert len(tried) == 8 and "scopes in the order layer, global" in prior
+    fixed, _ = candidates(_recipe(scope="global"))
+    assert {c.scope for c in fixed} == {"global"} and len(fixed) == 4
+
+
+def test_a_candidate_that_cannot_reach_the_target_is_recorded_not_fatal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pruneguard.pruning import pipeline
+    from pruneguard.pruning.errors import TargetUnreachable
+    from pruneguard.pruning.selection import select
+
+    real = pipeline.prune_copy
+
+    def global_unreachable(prep: Any, recipe: Any = None, **kwargs: Any) -> Any:
+        if recipe is not None and recipe.scope == "global":
+            raise TargetUnreachable("macs_reduction 0.5 is unreachable ... scope: layer")
+        return real(prep, recipe, **kwargs)
+
+    recipe = _recipe(scope="auto", criterion="l2", schedule={"kind": "one-shot"})
+    prep = pipeline.prepare(replace(recipe, scope=None), progress=False)
+    monkeypatch.setattr(pipeline, "prune_copy", global_unreachable)
+    chosen, record = select(replace(prep, recipe=recipe), progress=False)
+    trials = record["trials"]
+    assert [(t["scope"], t["accuracy"] is None) for t in trials] == [
+        ("layer", False), ("global", True),
+    ]  # fmt: skip
+    assert "unreachable" in trials[1]["note"] and chosen.recipe.scope == "layer"
+    monkeypatch.setattr(pipeline, "prune_copy", lambda *a, **k: global_unreachable(
+        a[0], replace(a[1], scope="global"), **k))  # fmt: skip
+    with pytest.raises(TargetUnreachable):  # none reaches it: the run cannot either
+        select(replace(prep, recipe=recipe), progress=False)
+
+
+def test_scope_auto_narrows_to_layer_when_both_scopes_overrun_the_budget() -> None:
+    from pruneguard.pruning import pipeline
+    from pruneguard.pruning.selection import select
+
+    recipe = _recipe(scope="auto")  # 8 candidates × 2 passes × 2 batches: 28% of 115 batches
+    assert trial_budget(recipe, 23, 18).share > TRIAL_SHARE
+    prep = pipeline.prepare(replace(recipe, scope=None), progress=False)
+    chosen, record = select(replace(prep, recipe=recipe), progress=False)
+    assert [t["scope"] for t in record["trials"]] == ["layer"] * 4
+    assert record["budget"]["share_of_run"] <= TRIAL_SHARE
+    assert "scope: layer only" in record["prior"] and "28%" in record["prior"]
+    assert record["requested"]["scope"] == "auto" and chosen.recipe.scope is None
 
 
 def test_one_shot_trains_as_long_as_iterative_all_after_its_cut() -> None:
@@ -106,7 +161,8 @@ def test_the_run_uses_the_best_trial_and_records_the_table(auto_run: dict[str, A
     # the pruning section says what ran, not "auto"; the request is kept beside it
     assert pruning["criterion"] == chosen["criterion"]
     assert pruning["schedule"] == chosen["schedule"]
-    assert selection["requested"] == {"criterion": "auto", "schedule": "auto"}
+    assert selection["requested"] == {"criterion": "auto", "schedule": "auto", "scope": "layer"}
+    assert chosen["scope"] == "layer" and {t["scope"] for t in trials} == {"layer"}
     # scored on rows held out of the training split (1,437 digits → 287), not on validation
     assert selection["evaluated_on"]["rows"] == 287
     assert "training split" in selection["evaluated_on"]["split"]

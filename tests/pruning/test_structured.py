@@ -15,6 +15,7 @@ from pruneguard.pruning.export import export_onnx, parity
 from pruneguard.pruning.measure import count_macs, count_params
 from pruneguard.pruning.methods.channels import (
     ChannelPruner,
+    allocate_globally,
     find_classifier,
     ratio_for_mac_reduction,
     recalibrate_batchnorm,
@@ -334,3 +335,53 @@ def test_light_cut_keeps_a_trained_cnn_accurate_without_finetuning(
     assert min(gains) > 0, gains  # re-estimated statistics beat stale ones on every seed
     assert sum(gains) / len(gains) >= 0.15, gains  # and by far: stale ones cost most of the cut
     assert sum(drops) / len(drops) <= 0.08, drops  # close to dense without any finetuning
+
+
+def _conv_widths(model: nn.Module) -> dict[str, int]:
+    return {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+
+
+@pytest.mark.parametrize("name", ["depthwise", "resnext", "concat"])
+def test_global_widths_are_reached_in_steps_and_from_a_partial_cut(name: str) -> None:
+    model, x = _model_and_input(name)
+    cal = _calibration(x)
+    ranked = copy.deepcopy(model)
+    ChannelPruner(ranked, x, criterion="taylor", ratio=0.5, calibration=cal,
+                  global_pruning=True).step()  # fmt: skip
+    widths = allocate_globally(model, x, 0.5, criterion="taylor", calibration=cal)
+    assert {n: w for n, w in _conv_widths(ranked).items() if n in widths} == widths
+    assert len({w / _conv_widths(model)[n] for n, w in widths.items()}) > 1  # uneven
+    stepped = copy.deepcopy(model)
+    pruner = ChannelPruner(stepped, x, criterion="l2", ratio=0.5, steps=3, widths=widths)
+    for _ in range(3):
+        pruner.step()
+    assert _conv_widths(stepped) == _conv_widths(ranked)
+    # a retry starts from whatever widths an earlier step left and still ends at the targets
+    partial = copy.deepcopy(model)
+    ChannelPruner(partial, x, criterion="l1", ratio=0.2).step()
+    ChannelPruner(partial, x, criterion="l1", ratio=0.5, steps=2, widths=widths).step()
+    retry = ChannelPruner(partial, x, criterion="l1", ratio=0.5, steps=2, widths=widths)
+    retry.step()
+    retry.step()
+    assert {n: w for n, w in _conv_widths(partial).items() if n in widths} == widths
+    assert partial(torch.randn(2, *x.shape[1:])).shape == (2, 10)
+
+
+def test_global_mac_target_is_searched_on_the_ranking() -> None:
+    model, x = _model_and_input("depthwise")
+    cal = _calibration(x)
+    ranked = {"criterion": "taylor", "calibration": cal}
+    ratio = ratio_for_mac_reduction(model, x, 0.6, ranked=ranked)
+    pruned = copy.deepcopy(model)
+    widths = allocate_globally(model, x, ratio, **ranked)
+    ChannelPruner(pruned, x, criterion="taylor", ratio=ratio, steps=2, widths=widths,
+                  calibration=cal).step()  # fmt: skip
+    assert 1 - count_macs(pruned, x) / count_macs(model, x) < 0.6  # half way there
+    uniform = ratio_for_mac_reduction(model, x, 0.6)
+    assert ratio != pytest.approx(uniform, abs=0.01)  # the ranking moved the ratio
+
+
+def test_target_widths_for_another_model_are_refused() -> None:
+    model, x = _model_and_input("mlp")
+    with pytest.raises(ConfigError, match=r"layers this model does not have: stem\.0"):
+        ChannelPruner(model, x, criterion="l1", ratio=0.5, widths={"stem.0": 4})
