@@ -54,7 +54,7 @@ class Prepared:
     # what the pruner takes (channel ratio resolved from a MAC target, sparsity...), for every
     # recipe resolved so far, by what it depends on (:func:`_resolution`)
     amounts: dict[tuple[Any, ...], float]
-    # how ``criterion/schedule: auto`` were chosen (pruning/selection.py); None when not asked
+    # how ``criterion/schedule/scope: auto`` were chosen (pruning/selection.py); None if not asked
     selection: dict[str, Any] | None = None
 
     @property
@@ -80,8 +80,8 @@ def _context(recipe: Recipe, data: dict[str, DataLoader], example: torch.Tensor)
 
 
 def prepare(recipe: Recipe, *, progress: bool = True) -> Prepared:
-    """Load data and model, resolve the target, train the dense model if asked, measure it;
-    choose the criterion/schedule by trial where the recipe says ``auto``."""
+    """Load data and model, train the dense model if asked, resolve the target, measure it;
+    choose the criterion/schedule/scope by trial where the recipe says ``auto``."""
     import torch
 
     from pruneguard.pruning.finetune import train
