@@ -6,8 +6,8 @@ sometimes far off on a net it was not written for. So before pruning for real, e
 candidate — criteria :data:`CANDIDATE_CRITERIA` × one-shot and iterative (× the scopes
 :data:`CANDIDATE_SCOPES` with ``scope: auto``) — prunes a copy of
 the trained dense model to the recipe's target, recovers as the recipe does but on a small
-subset of the data, and is scored on rows held out of the training split. The best one is what the run uses; the table
-goes into the manifest (``pruning.selection``).
+subset of the data, and is scored on rows held out of the training split. The best one is
+what the run uses; the table goes into the manifest (``pruning.selection``).
 
 - **Held out of the training split**, not the validation split: the validation split reports
   the final accuracy, and it must not have chosen the model it judges.
@@ -206,8 +206,9 @@ def select(prep: Prepared, *, progress: bool = True) -> tuple[Prepared, dict[str
     subset = _first_batches(fit, budget.batches_per_pass)
     # its own amounts: a global ranking scored on the trial's batches is not the run's
     trial_prep = replace(prep, data={"train": subset, "val": holdout}, amounts=dict(prep.amounts))
-    say(f"choosing the criterion/schedule{'/scope' if recipe.scope == 'auto' else ''}: {len(tried)} trials, the recipe's finetune in "
-        f"passes of {budget.batches_per_pass} batches, scored on {split}")  # fmt: skip
+    what = "criterion/schedule/scope" if trying.scope == "auto" else "criterion/schedule"
+    say(f"choosing the {what}: {len(tried)} trials, the recipe's finetune in passes of "
+        f"{budget.batches_per_pass} batches, scored on {split}")  # fmt: skip
     started, trials = time.perf_counter(), []
     unreachable: list[TargetUnreachable] = []
     for i, candidate in enumerate(tried):

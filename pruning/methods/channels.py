@@ -180,9 +180,9 @@ class ChannelPruner:
     ranks all groups together at every step (uneven widths) instead of the same ratio per
     group. ``widths`` (layer name → target output channels, from :func:`allocate_globally`)
     replaces ``ratio``: each named layer's group shrinks to its width in the same equal
-    steps; groups it does not name keep theirs. With ``calibration``, each step ends by re-estimating the
-    BatchNorm running statistics on its inputs (:func:`recalibrate_batchnorm`;
-    ``recalibrate_bn=False`` skips it).
+    steps; groups it does not name keep theirs. With ``calibration``, each step ends by
+    re-estimating the BatchNorm running statistics on its inputs
+    (:func:`recalibrate_batchnorm`; ``recalibrate_bn=False`` skips it).
     """
 
     def __init__(
