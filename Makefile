@@ -39,8 +39,15 @@ TEXT_DEMO := tests/test_demo.py::test_quick_text_demo_closes_the_loop_on_agreeme
 # The LLM demo (SmolLM2, minutes of pruning) also runs once: its figures come from genai and
 # ONNX Runtime as served, and its torch part is covered per kernel set by tests/pruning.
 LLM_DEMO := tests/test_demo.py::test_quick_llm_demo_rolls_back_on_the_shadows_rating
+# torch takes ATEN_CPU_CAPABILITY on trust (a set this CPU lacks dies on an illegal
+# instruction), so a set the CPU cannot run is skipped, and the skip is printed.
+CAN_RUN := $(PY) tests/support/cpu_capability.py
 test-kernels: venv
 	@set -e; for cap in $(KERNELS); do \
+	  if ! $(CAN_RUN) $$cap; then \
+	    echo "== ATEN_CPU_CAPABILITY=$$cap: SKIPPED, this CPU cannot run that kernel set"; \
+	    continue; \
+	  fi; \
 	  echo "== ATEN_CPU_CAPABILITY=$$cap"; \
 	  ATEN_CPU_CAPABILITY=$$cap $(VENV)/bin/pytest -q tests/pruning tests/test_demo.py \
 	    --deselect $(TEXT_DEMO) --deselect $(LLM_DEMO); \
@@ -49,7 +56,7 @@ test-kernels: venv
 # What the kernel-sensitive tests' bounds rest on: JSON per kernel set and thread count.
 kernel-spread: venv
 	@mkdir -p bench/out
-	@for cap in $(KERNELS); do for t in 1 2; do \
+	@for cap in $(KERNELS); do $(CAN_RUN) $$cap || continue; for t in 1 2; do \
 	  ATEN_CPU_CAPABILITY=$$cap $(PY) bench/kernel_spread.py --threads $$t 2>/dev/null \
 	    > bench/out/kernel_spread_$${cap}_t$$t.json || exit 1; \
 	  echo "bench/out/kernel_spread_$${cap}_t$$t.json"; \
