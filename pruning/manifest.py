@@ -191,8 +191,9 @@ def pruned_manifest(
 def selection_note(selection: Mapping[str, Any]) -> str:
     chosen, budget = selection["chosen"], selection["budget"]
     return (
-        f"criterion/schedule chosen by trial: {chosen['criterion']}, "
-        f"{chosen['schedule']['kind']} x {chosen['schedule']['steps']}, best of "
+        f"criterion/schedule/scope chosen by trial: {chosen['criterion']}, "
+        f"{chosen['schedule']['kind']} x {chosen['schedule']['steps']}, scope "
+        f"{chosen['scope']}, best of "
         f"{budget['candidates']} candidates on {selection['evaluated_on']['rows']} rows of "
         f"{selection['evaluated_on']['split']} ({budget['share_of_run']:.0%} of the run's "
         f"training batches, {selection['seconds']:.0f} s); the table is pruning.selection."
