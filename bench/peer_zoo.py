@@ -5,7 +5,8 @@ scikit-learn's digits (1×8×8; 360 held-out rows, so one accuracy point is ~3.6
 cut to 60% and 85% fewer MACs by both sides from the same trained dense model:
 
 - **pruneguard**: the default recipe shape — ``criterion: auto``, ``schedule: auto``
-  (iterative candidate: 3 steps, 1 recovery epoch between), a 4-epoch distilled finetune.
+  (iterative candidate: 3 steps, 1 recovery epoch between), ``scope: auto`` (``--scope``),
+  a 4-epoch distilled finetune.
   The trial it runs first is reported (seconds, share of the run's training batches).
 - **peer**: Torch-Pruning's default, as its README shows it: ``BasePruner`` with group L2
   magnitude, one shot, the classifier ignored; the ratio found by bisection on its own MAC
@@ -16,6 +17,7 @@ Claims: pruneguard's mean drop is at most half the peer's; on no architecture is
 drop more than 0.5 points worse; every cut the peer reaches, pruneguard reaches.
 
 Usage: python bench/peer_zoo.py [--seeds 0,1,2] [--archs densenet,resnext] [--targets 0.6,0.85]
+       [--scope auto|layer|global]
 Prints one JSON object on stdout; progress on stderr.
 """
 
@@ -32,10 +34,9 @@ from typing import Any
 ARCHS = ("residual", "concat", "depthwise", "grouped", "mlp", "densenet", "resnext")
 TARGETS = (0.6, 0.85)
 STEPS, RECOVERY_EPOCHS, FINETUNE_EPOCHS = 3, 1, 4
-SCOPE = "auto"  # --scope: layer is the recipe shape before scope: auto existed
 
 
-def recipe(arch: str, target: float, seed: int) -> Any:
+def recipe(arch: str, target: float, seed: int, scope: str = "auto") -> Any:
     from pruneguard.pruning.recipe import parse_recipe
 
     options: dict[str, Any] = {"name": arch, "in_channels": 1}
@@ -48,7 +49,7 @@ def recipe(arch: str, target: float, seed: int) -> Any:
         "train": {"epochs": 15, "lr": 0.003},
         "method": "channel",
         "criterion": "auto",
-        "scope": SCOPE,
+        "scope": scope,
         "target": {"macs_reduction": target},
         "schedule": {"kind": "auto", "steps": STEPS},
         "finetune": {"epochs": FINETUNE_EPOCHS, "lr": 0.002, "distill": True,
@@ -107,15 +108,15 @@ def peer_ratio(model: Any, example: Any, target: float) -> tuple[float | None, f
     return hi, best
 
 
-def run_one(arch: str, target: float, seed: int) -> dict[str, Any]:
+def run_one(arch: str, target: float, seed: int, scope: str) -> dict[str, Any]:
     from pruneguard.pruning.errors import TargetUnreachable
     from pruneguard.pruning.finetune import train
     from pruneguard.pruning.pipeline import evaluate, prepare, prune_copy
 
-    row: dict[str, Any] = {"arch": arch, "target": target, "seed": seed}
+    row: dict[str, Any] = {"arch": arch, "target": target, "seed": seed, "scope": scope}
     started = time.perf_counter()
     try:
-        prep = prepare(recipe(arch, target, seed), progress=False)
+        prep = prepare(recipe(arch, target, seed, scope), progress=False)
     except TargetUnreachable as exc:
         row["pruneguard"] = {"reached": False, "error": str(exc)}
         prep = prepare(recipe(arch, 0.5, seed).with_seed(seed), progress=False)  # a dense model
@@ -207,11 +208,13 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--archs", default=",".join(ARCHS))
     parser.add_argument("--targets", default=",".join(map(str, TARGETS)))
+    parser.add_argument("--scope", default="auto", choices=("auto", "layer", "global"),
+                        help="pruneguard's scope; layer: the recipe before scope: auto")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(1)
     started = time.perf_counter()
     rows = [
-        run_one(arch, float(target), int(seed))
+        run_one(arch, float(target), int(seed), args.scope)
         for arch in args.archs.split(",")
         for target in args.targets.split(",")
         for seed in args.seeds.split(",")
