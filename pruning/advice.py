@@ -5,9 +5,9 @@ decision table is in docs/pruning.md; in short:
 
 - **Schedule.** Removing under ~30% of the weights, one shot plus a finetune recovers;
   above ~50%, prune in steps with recovery finetuning between them; in between, two steps.
-  For channel pruning that rule is only the prior: ``criterion: auto``, ``schedule: auto``
-  and ``scope: auto`` measure the candidates on the user's model (:mod:`pruning.selection`)
-  and are what the plan recommends.
+  For channel pruning that rule is only the prior: ``criterion: auto`` and ``schedule: auto``
+  measure the candidates on the user's model (:mod:`pruning.selection`) and are what the
+  plan recommends.
 - **Structure.** On CPU ONNX Runtime only structured pruning (channels, heads, layers) makes
   the model faster, because it makes the tensors smaller. Unstructured and 2:4 zeros are
   multiplied like any other number there: they only shrink the compressed file. 2:4 gains
@@ -64,7 +64,7 @@ class Advice:
     def text(self) -> str:
         schedule = f"{self.schedule}{f' in {self.steps} steps' if self.steps > 1 else ''}"
         if self.select == "auto":
-            schedule = f"criterion: auto, schedule: auto, scope: auto (tried first: {schedule})"
+            schedule = f"criterion: auto, schedule: auto (tried first: {schedule})"
         head = f"Recommended: {self.structure} pruning (method: {self.method}), {schedule}."
         lines = [head, *(f"  why: {r}" for r in self.reasons)]
         lines += [f"  warning: {w}" for w in self.warnings]
@@ -192,10 +192,8 @@ def advise(
     if select:
         reasons.append(
             "That rule of thumb can be far off on a net it was not written for, so let a short "
-            "trial on your model choose: criterion: auto, schedule: auto and scope: auto prune a "
-            "copy with each candidate (Taylor or L2, iterative or one shot, the same share of "
-            "every layer or widths from one global ranking) at the target, recover briefly, and "
-            "keep the best on rows held out of "
+            "trial on your model choose: criterion: auto and schedule: auto prune a copy with each "
+            "candidate at the target, recover briefly, and keep the best on rows held out of "
             "the training split (within a quarter of the run's training; the table goes in "
             "the manifest's pruning.selection)."
         )

@@ -1,6 +1,5 @@
 """Nets written outside the built-ins, pruned as a new user would: a factory model, the digits,
-and the default recipe shape (``criterion: auto``, ``schedule: auto``, ``scope: auto``), through
-the CLI.
+and the default recipe shape (``criterion: auto``, ``schedule: auto``), through the CLI.
 
 The bounds hold under every torch kernel set (``make test-kernels``); docs/pruning.md has the
 figures over seeds (bench/peer_zoo.py).
@@ -28,7 +27,6 @@ data: {{builtin: digits}}
 train: {{epochs: 15, lr: 0.003}}
 method: channel
 criterion: auto
-scope: auto
 target: {{macs_reduction: 0.6}}
 schedule: {{kind: auto, steps: 3}}
 finetune: {{epochs: 4, lr: 0.002, distill: true, recovery_epochs: 1}}
@@ -53,6 +51,5 @@ def test_the_default_recipe_prunes_concatenating_and_grouped_nets(
     assert m["baseline_accuracy"] >= 0.95
     assert m["accuracy_drop"] <= 0.03  # 11 of the 360 held-out digits
     selection = manifest["pruning"]["selection"]
-    assert len(selection["trials"]) == 8  # Taylor/L2 × iterative/one-shot × layer/global
-    assert manifest["pruning"]["scope"] == selection["chosen"]["scope"]
+    assert len(selection["trials"]) == 4
     assert selection["budget"]["share_of_run"] <= 0.25
