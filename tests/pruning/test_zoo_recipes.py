@@ -30,9 +30,12 @@ criterion: auto
 target: {{macs_reduction: 0.6}}
 schedule: {{kind: auto, steps: 3}}
 finetune: {{epochs: 4, lr: 0.002, distill: true, recovery_epochs: 1}}
-accept: {{max_accuracy_drop: 0.03}}
+accept: {{max_accuracy_drop: 0.03, min_speedup: 0.1}}
 export: {{batch_sizes: [1], latency_blocks: 2, latency_runs: 3}}
 """
+# min_speedup is loose: a 1.8 M-MAC net timed on 2×3 runs is noise (a ResNeXt cut by 69% of
+# its MACs once read 0.94× dense here); this test is about reach and accuracy, and the gate
+# has its own tests (test_gate.py)
 
 
 @pytest.mark.parametrize("arch", ["densenet", "resnext"])
