@@ -5,8 +5,8 @@ scikit-learn's digits (1×8×8; 360 held-out rows, so one accuracy point is ~3.6
 cut to 60% and 85% fewer MACs by both sides from the same trained dense model:
 
 - **pruneguard**: the default recipe shape — ``criterion: auto``, ``schedule: auto``
-  (iterative candidate: 3 steps, 1 recovery epoch between), ``scope: auto`` (``--scope``),
-  a 4-epoch distilled finetune.
+  (iterative candidate: 3 steps, 1 recovery epoch between), a 4-epoch distilled finetune,
+  with the opt-in ``scope: auto`` (``--scope``; ``layer`` is the recipe shape without it).
   The trial it runs first is reported (seconds, share of the run's training batches).
 - **peer**: Torch-Pruning's default, as its README shows it: ``BasePruner`` with group L2
   magnitude, one shot, the classifier ignored; the ratio found by bisection on its own MAC
